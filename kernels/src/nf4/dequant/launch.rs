@@ -1,0 +1,270 @@
+//! Host side of NF4 dequantization: device buffers, size checks, cube counts and the `unsafe`
+//! launches of the kernels in `kernel.rs`.
+//!
+//! Every launch here is `launch_unchecked` (no bounds checks in the generated code), so the
+//! safety argument lives in this file: each buffer length handed to a kernel is the length of
+//! the buffer it describes, and the lengths agree with each other because they all come from one
+//! validated [`Nf4Tensor`] or are checked against it before launching.
+
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::client::Client;
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use half::bf16;
+
+use super::kernel::{self, CODES_PER_WORD};
+use crate::KernelError;
+use crate::nf4::reference::{Absmax, DOUBLE_QUANT_BLOCKSIZE, DYNAMIC_MAP, NF4_TABLE, Nf4Tensor};
+
+/// Units per cube: one word (eight values) each, so 2048 values per cube.
+const UNITS_PER_CUBE: u32 = 256;
+
+/// The kernels index values with 32 bits.
+const MAX_NUMEL: usize = u32::MAX as usize;
+
+/// An NF4 tensor on the device: the packed codes as `u32` words, its absmax (plain or
+/// double-quantized) and the code tables.
+///
+/// Created by [`DeviceNf4::upload`]. The buffers are immutable once uploaded; dequantization
+/// writes to fresh output buffers.
+#[derive(Debug, Clone)]
+pub struct DeviceNf4 {
+    codes: Handle,
+    absmax: DeviceAbsmax,
+    table: Handle,
+    numel: usize,
+    blocksize: usize,
+}
+
+/// Device-side absmax of a [`DeviceNf4`].
+#[derive(Debug, Clone)]
+enum DeviceAbsmax {
+    /// One `f32` per block.
+    F32(Handle),
+    /// 8-bit codes (four per word), per-256 scales, the dynamic map and the offset.
+    DoubleQuant {
+        codes: Handle,
+        scales: Handle,
+        map: Handle,
+        offset: f32,
+    },
+}
+
+impl DeviceNf4 {
+    /// Copies `tensor` to the device behind `client`.
+    ///
+    /// Byte buffers are padded with zeros to whole `u32` words, so the kernels can read them
+    /// four bytes at a time.
+    pub fn upload(client: &Client, tensor: &Nf4Tensor) -> Result<Self, KernelError> {
+        let numel = tensor.numel();
+        if numel > MAX_NUMEL {
+            return Err(KernelError::TooLarge {
+                what: "NF4 tensor",
+                len: numel,
+                max: MAX_NUMEL,
+            });
+        }
+        let absmax = match tensor.absmax() {
+            Absmax::F32(values) => {
+                DeviceAbsmax::F32(client.create_from_slice(f32::as_bytes(values)))
+            }
+            Absmax::DoubleQuant {
+                codes,
+                scales,
+                offset,
+            } => DeviceAbsmax::DoubleQuant {
+                codes: client.create_from_slice(&padded_to_words(codes)),
+                scales: client.create_from_slice(f32::as_bytes(scales)),
+                map: client.create_from_slice(f32::as_bytes(&DYNAMIC_MAP)),
+                offset: *offset,
+            },
+        };
+        Ok(Self {
+            codes: client.create_from_slice(&padded_to_words(tensor.codes())),
+            absmax,
+            table: client.create_from_slice(f32::as_bytes(&NF4_TABLE)),
+            numel,
+            blocksize: tensor.blocksize(),
+        })
+    }
+
+    /// Number of values.
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+
+    /// Number of absmax blocks.
+    fn num_blocks(&self) -> usize {
+        self.numel.div_ceil(self.blocksize)
+    }
+
+    /// Number of `u32` words of packed codes.
+    fn code_words(&self) -> usize {
+        self.numel.div_ceil(CODES_PER_WORD)
+    }
+
+    /// The `f32` absmax buffer: the uploaded one, or for double quantization a fresh one
+    /// recovered on the device by two launches (product, then offset), matching the reference
+    /// bit for bit.
+    fn absmax_f32(&self, client: &Client) -> Handle {
+        match &self.absmax {
+            DeviceAbsmax::F32(handle) => handle.clone(),
+            DeviceAbsmax::DoubleQuant {
+                codes,
+                scales,
+                map,
+                offset,
+            } => {
+                let blocks = self.num_blocks();
+                let absmax = client.empty(blocks * size_of::<f32>());
+                let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
+                let cube_count = calculate_cube_count_elemwise(client, blocks, cube_dim);
+                // SAFETY: `codes` holds `blocks` bytes padded to `blocks.div_ceil(4)` words,
+                // `scales` one f32 per 256 blocks, `map` 256 entries (every u8 code is in
+                // range), `absmax` `blocks` f32; the kernel guards `block < absmax.len()`.
+                unsafe {
+                    kernel::dq_absmax_product::launch_unchecked(
+                        client,
+                        cube_count.clone(),
+                        cube_dim,
+                        BufferArg::from_raw_parts(codes.clone(), blocks.div_ceil(4)),
+                        BufferArg::from_raw_parts(map.clone(), DYNAMIC_MAP.len()),
+                        BufferArg::from_raw_parts(
+                            scales.clone(),
+                            blocks.div_ceil(DOUBLE_QUANT_BLOCKSIZE),
+                        ),
+                        BufferArg::from_raw_parts(absmax.clone(), blocks),
+                        DOUBLE_QUANT_BLOCKSIZE,
+                    );
+                    kernel::dq_absmax_add_offset::launch_unchecked(
+                        client,
+                        cube_count,
+                        cube_dim,
+                        BufferArg::from_raw_parts(absmax.clone(), blocks),
+                        *offset,
+                    );
+                }
+                absmax
+            }
+        }
+    }
+}
+
+/// `bytes` followed by zeros up to a whole number of `u32` words (at least one word, so no
+/// buffer is empty).
+fn padded_to_words(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+    out
+}
+
+/// Dequantizes `tensor` to a new buffer of `numel` `f32` values, as
+/// [`Nf4Tensor::dequantize`] would. Launches asynchronously; errors surface when the result is
+/// read (see [`read_f32`]).
+pub fn dequantize_f32(client: &Client, tensor: &DeviceNf4) -> Handle {
+    let out = client.empty(tensor.numel * size_of::<f32>());
+    let absmax = tensor.absmax_f32(client);
+    let words = tensor.code_words();
+    let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
+    let cube_count = calculate_cube_count_elemwise(client, words, cube_dim);
+    // SAFETY: `codes` has `words` words (uploaded padded), `absmax` one f32 per block, `table`
+    // 16 f32 and every code is a nibble, `out` `numel` f32. The kernel guards
+    // `word < codes.len()` and `index < out.len()`. A live word's first value is
+    // `8 * word <= 8 * (words - 1) < numel`, so its block `8 * word / blocksize` is below
+    // `num_blocks`, and block sizes are multiples of eight, so the word's other values share it.
+    unsafe {
+        kernel::dequantize_f32::launch_unchecked(
+            client,
+            cube_count,
+            cube_dim,
+            BufferArg::from_raw_parts(tensor.codes.clone(), words),
+            BufferArg::from_raw_parts(absmax, tensor.num_blocks()),
+            BufferArg::from_raw_parts(tensor.table.clone(), NF4_TABLE.len()),
+            BufferArg::from_raw_parts(out.clone(), tensor.numel),
+            tensor.blocksize,
+        );
+    }
+    out
+}
+
+/// Dequantizes `tensor` to a new buffer of `numel` `bf16` values (rounded to nearest even, as
+/// [`Nf4Tensor::dequantize_bf16`]), stored as `numel.div_ceil(2)` `u32` words, i.e. a
+/// little-endian `bf16` array padded to an even length.
+pub fn dequantize_bf16(client: &Client, tensor: &DeviceNf4) -> Handle {
+    let out_words = tensor.numel.div_ceil(2);
+    let out = client.empty(out_words * size_of::<u32>());
+    let absmax = tensor.absmax_f32(client);
+    let words = tensor.code_words();
+    let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
+    let cube_count = calculate_cube_count_elemwise(client, words, cube_dim);
+    // SAFETY: as in `dequantize_f32`; `out` has `numel.div_ceil(2)` words and the kernel guards
+    // `out_index < out.len()`.
+    unsafe {
+        kernel::dequantize_bf16::launch_unchecked(
+            client,
+            cube_count,
+            cube_dim,
+            BufferArg::from_raw_parts(tensor.codes.clone(), words),
+            BufferArg::from_raw_parts(absmax, tensor.num_blocks()),
+            BufferArg::from_raw_parts(tensor.table.clone(), NF4_TABLE.len()),
+            BufferArg::from_raw_parts(out.clone(), out_words),
+            tensor.blocksize,
+        );
+    }
+    out
+}
+
+/// Reads `numel` `f32` values back from `handle` (an output of [`dequantize_f32`]).
+pub fn read_f32(client: &Client, handle: Handle, numel: usize) -> Result<Vec<f32>, KernelError> {
+    let bytes = read(client, handle, numel * size_of::<f32>())?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Reads `numel` `bf16` values back from `handle` (an output of [`dequantize_bf16`]).
+pub fn read_bf16(client: &Client, handle: Handle, numel: usize) -> Result<Vec<bf16>, KernelError> {
+    let bytes = read(client, handle, numel * size_of::<u16>())?;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect())
+}
+
+/// The first `len` bytes of `handle`, after every launch queued before has finished.
+fn read(client: &Client, handle: Handle, len: usize) -> Result<Vec<u8>, KernelError> {
+    let available = handle.size_in_used();
+    if available < len as u64 {
+        return Err(KernelError::BufferSize {
+            buffer: "output",
+            expected: len as u64,
+            found: available,
+        });
+    }
+    let bytes = client
+        .read_one(handle)
+        .map_err(|source| KernelError::Device {
+            op: "reading back a dequantized tensor",
+            source,
+        })?;
+    Ok(bytes[..len].to_vec())
+}
+
+/// Uploads, dequantizes to `f32` and reads back: the reference's [`Nf4Tensor::dequantize`],
+/// computed on the device.
+pub fn dequantize_on_device(client: &Client, tensor: &Nf4Tensor) -> Result<Vec<f32>, KernelError> {
+    let device = DeviceNf4::upload(client, tensor)?;
+    let out = dequantize_f32(client, &device);
+    read_f32(client, out, device.numel())
+}
+
+/// Uploads, dequantizes to `bf16` and reads back: [`Nf4Tensor::dequantize_bf16`] on the device.
+pub fn dequantize_bf16_on_device(
+    client: &Client,
+    tensor: &Nf4Tensor,
+) -> Result<Vec<bf16>, KernelError> {
+    let device = DeviceNf4::upload(client, tensor)?;
+    let out = dequantize_bf16(client, &device);
+    read_bf16(client, out, device.numel())
+}

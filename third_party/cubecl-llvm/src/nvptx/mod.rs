@@ -1,0 +1,3 @@
+//! NVPTX items `cubecl-cuda` names.
+
+pub mod ptx_version;
