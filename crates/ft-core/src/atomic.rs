@@ -43,7 +43,8 @@ impl AtomicFile {
     pub fn create(target: impl AsRef<Path>) -> Result<Self> {
         let target = target.as_ref().to_path_buf();
         let parent = parent_of(&target).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating directory", &parent, e))?;
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::io("creating directory", &parent, e))?;
         let tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
             .tempfile_in(&parent)
@@ -90,7 +91,8 @@ pub fn write_file(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
     {
         let mut w = f.writer();
-        w.write_all(bytes).map_err(|e| Error::io("writing", path, e))?;
+        w.write_all(bytes)
+            .map_err(|e| Error::io("writing", path, e))?;
         w.flush().map_err(|e| Error::io("writing", path, e))?;
     }
     f.commit()?;
@@ -110,7 +112,8 @@ impl AtomicDir {
     pub fn create(target: impl AsRef<Path>) -> Result<Self> {
         let target = target.as_ref().to_path_buf();
         let parent = parent_of(&target).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating directory", &parent, e))?;
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::io("creating directory", &parent, e))?;
         let tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
             .tempdir_in(&parent)
@@ -138,7 +141,10 @@ impl AtomicDir {
             let aside = parent.join(format!(
                 "{TMP_PREFIX}old-{}-{}",
                 std::process::id(),
-                target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                target
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ));
             std::fs::rename(&target, &aside)
                 .map_err(|e| Error::io("moving the previous output aside", &target, e))?;
@@ -177,7 +183,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o644, "outputs are readable by others like any written file");
+            assert_eq!(
+                mode, 0o644,
+                "outputs are readable by others like any written file"
+            );
         }
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
             .unwrap()

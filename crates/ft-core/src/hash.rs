@@ -29,7 +29,9 @@ pub fn hash_file(path: &Path) -> Result<Digest> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io("reading", path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading", path, e))?;
         if n == 0 {
             break;
         }
@@ -115,7 +117,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.bin");
         // Larger than one read chunk so the streaming loop runs more than once.
-        let data: Vec<u8> = (0..(3usize << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3usize << 20) + 17)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         std::fs::write(&p, &data).unwrap();
         assert_eq!(hash_file(&p).unwrap(), hash_bytes(&data));
         // The known BLAKE3 digest of the empty input.

@@ -126,7 +126,11 @@ mod tests {
 
     #[test]
     fn manifest_identity_covers_fingerprint_inputs_and_version() {
-        let a = Manifest::new("prepare", "f1".into(), vec![Input::digest("d0", "x", "h1".into())]);
+        let a = Manifest::new(
+            "prepare",
+            "f1".into(),
+            vec![Input::digest("d0", "x", "h1".into())],
+        );
         let mut b = a.clone();
         b.summary = serde_json::json!({"rows": 3});
         b.inputs.get_mut("d0").unwrap().source = "elsewhere".into();
@@ -153,6 +157,9 @@ mod tests {
         assert_eq!(Manifest::read(dir.path()).unwrap(), Some(m));
         std::fs::write(dir.path().join(MANIFEST_FILE), b"{not json").unwrap();
         let err = Manifest::read(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("corrupt") && err.contains("delete the directory"), "{err}");
+        assert!(
+            err.contains("corrupt") && err.contains("delete the directory"),
+            "{err}"
+        );
     }
 }

@@ -231,7 +231,10 @@ mod tests {
         let mut p = Problem::new(KeyPath::keys(&["adapter", "lora_alfa"]), "unknown key")
             .with_help("did you mean `lora_alpha`?");
         p.file = Some("train.yml".into());
-        p.location = Some(Location { line: 12, column: 3 });
+        p.location = Some(Location {
+            line: 12,
+            column: 3,
+        });
         assert_eq!(
             p.to_string(),
             "train.yml:12:3: `adapter.lora_alfa`: unknown key\n  help: did you mean `lora_alpha`?"

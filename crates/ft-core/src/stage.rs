@@ -32,7 +32,13 @@ impl CheckContext {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.config_dir.join(p)
+            // Drop `./` segments so messages show `dir/models/x`, not
+            // `dir/./models/x`.
+            let rel: PathBuf = p
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            self.config_dir.join(rel)
         }
     }
 }
@@ -133,8 +139,12 @@ mod tests {
         }
         fn run(&self, dir: &Path) -> Result<serde_json::Value, Error> {
             self.runs.set(self.runs.get() + 1);
-            let s = std::fs::read_to_string(&self.input).map_err(|e| Error::io("reading", &self.input, e))?;
-            atomic::write_file(dir.join("out.txt"), format!("{}{}", s.to_uppercase(), self.suffix).as_bytes())?;
+            let s = std::fs::read_to_string(&self.input)
+                .map_err(|e| Error::io("reading", &self.input, e))?;
+            atomic::write_file(
+                dir.join("out.txt"),
+                format!("{}{}", s.to_uppercase(), self.suffix).as_bytes(),
+            )?;
             Ok(serde_json::json!({"chars": s.len()}))
         }
         fn load(&self, dir: &Path) -> Result<String, Error> {
@@ -149,7 +159,11 @@ mod tests {
         let input = dir.path().join("in.txt");
         std::fs::write(&input, "abc").unwrap();
         let out = dir.path().join("out");
-        let mut st = Upper { input: input.clone(), suffix: "!".into(), runs: Cell::new(0) };
+        let mut st = Upper {
+            input: input.clone(),
+            suffix: "!".into(),
+            runs: Cell::new(0),
+        };
 
         let (o, f, m) = run_cached(&st, &out).unwrap();
         assert_eq!((o.as_str(), f, st.runs.get()), ("ABC!", Freshness::Ran, 1));

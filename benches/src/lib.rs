@@ -1,0 +1,1 @@
+//! Benchmarks for `ft`; see `benches/README.md` and `benches/RESULTS.md`.

@@ -1,0 +1,182 @@
+//! Loading a model from a Hugging Face directory.
+//!
+//! `config.json` → [`ft_arch::HfConfig`] → the architecture's
+//! [`DecoderSpec`](crate::arch::DecoderSpec) → [`CausalLm`] built tensor by
+//! tensor from the memory-mapped safetensors (single file or shards),
+//! converted to f32 on `device`.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use ft_arch::HfConfig;
+
+use crate::arch::{CausalLm, spec_for};
+use crate::error::ModelError;
+use crate::weights::{SafetensorsDir, VarBuilder};
+
+/// Loads the model in the HF directory `dir` onto `device`, in f32.
+///
+/// Errors name the file and, for weights, the tensor: unknown `model_type`,
+/// missing tensor, shape mismatch (expected and found), unsupported dtype,
+/// corrupt file. Checkpoint tensors the architecture does not use are
+/// logged as a warning (as transformers does), since they usually mean the
+/// config does not describe the checkpoint.
+pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> {
+    let (model, unused) = load_hf_dir_with_unused(dir, device)?;
+    if !unused.is_empty() {
+        tracing::warn!(
+            dir = %dir.display(),
+            "{} checkpoint tensors were not used (does config.json match the weights?): {}",
+            unused.len(),
+            unused.join(", ")
+        );
+    }
+    Ok(model)
+}
+
+/// [`load_hf_dir`], also returning the checkpoint tensors the model did not
+/// load (sorted; a tied checkpoint's spare `lm_head.weight` is not counted).
+pub fn load_hf_dir_with_unused(
+    dir: &Path,
+    device: &Device,
+) -> Result<(CausalLm, Vec<String>), ModelError> {
+    let config_path = dir.join("config.json");
+    let cfg = HfConfig::read(&config_path)?;
+    let spec = spec_for(&cfg, &config_path)?;
+    let weights = SafetensorsDir::open(dir)?;
+    tracing::debug!(dir = %dir.display(), arch = ?spec.arch, "loading safetensors model");
+    let vb = VarBuilder::new(&weights, device);
+    let model = CausalLm::load(&spec, &vb)?;
+    let used = vb.used_names();
+    let unused = weights
+        .names()
+        .into_iter()
+        .filter(|n| used.binary_search_by(|u| u.as_str().cmp(n)).is_err())
+        .filter(|n| !(spec.tie_word_embeddings && *n == "lm_head.weight"))
+        .map(str::to_string)
+        .collect();
+    Ok((model, unused))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::PackedBatch;
+    use crate::arch::testing::{copy_with_config, fixture_dir};
+    use crate::weights::TensorSource;
+
+    fn load_err(dir: &Path) -> (ModelError, String) {
+        let e = load_hf_dir(dir, &Device::flex()).unwrap_err();
+        let msg = e.to_string();
+        (e, msg)
+    }
+
+    #[test]
+    fn sharded_checkpoint_equals_single_file() {
+        let single = SafetensorsDir::open(&fixture_dir("mistral")).unwrap();
+        let sharded = SafetensorsDir::open(&fixture_dir("mistral_sharded")).unwrap();
+        assert_eq!(single.names(), sharded.names());
+        for name in single.names() {
+            assert_eq!(
+                single.load(name).unwrap(),
+                sharded.load(name).unwrap(),
+                "{name}"
+            );
+        }
+        let device = Device::flex();
+        let batch = PackedBatch::from_rows(&[vec![vec![5, 9, 200, 3], vec![17, 4]]], 0, &device);
+        let a: Vec<f32> = load_hf_dir(&fixture_dir("mistral"), &device)
+            .unwrap()
+            .forward(&batch)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let b: Vec<f32> = load_hf_dir(&fixture_dir("mistral_sharded"), &device)
+            .unwrap()
+            .forward(&batch)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn missing_tensor_is_named() {
+        // The llama fixture ties lm_head to the embeddings; untying it in
+        // the config makes the loader look for `lm_head.weight`.
+        let dir = copy_with_config("llama", |c| c["tie_word_embeddings"] = false.into());
+        let (e, msg) = load_err(dir.path());
+        assert!(
+            matches!(&e, ModelError::MissingTensor { name, .. } if name == "lm_head.weight"),
+            "{msg}"
+        );
+        assert!(msg.contains("lm_head.weight"), "{msg}");
+    }
+
+    #[test]
+    fn shape_mismatch_names_tensor_and_shapes() {
+        let dir = copy_with_config("qwen3", |c| c["intermediate_size"] = 96.into());
+        let (e, msg) = load_err(dir.path());
+        match &e {
+            ModelError::ShapeMismatch {
+                name,
+                expected,
+                found,
+                ..
+            } => {
+                assert_eq!(name, "model.layers.0.mlp.gate_proj.weight");
+                assert_eq!(
+                    (expected.as_slice(), found.as_slice()),
+                    (&[96, 64][..], &[128, 64][..])
+                );
+            }
+            _ => panic!("{msg}"),
+        }
+        assert!(
+            msg.contains("[96, 64]") && msg.contains("[128, 64]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unused_tensors_reveal_a_wrong_config() {
+        let device = Device::flex();
+        let (_, unused) = load_hf_dir_with_unused(&fixture_dir("qwen2"), &device).unwrap();
+        assert!(unused.is_empty(), "{unused:?}");
+        // Qwen2 weights described as Llama: the q/k/v biases go unread.
+        let dir = copy_with_config("qwen2", |c| c["model_type"] = "llama".into());
+        let (_, unused) = load_hf_dir_with_unused(dir.path(), &device).unwrap();
+        assert_eq!(unused.len(), 2 * 3, "{unused:?}");
+        assert!(
+            unused.iter().all(|n| n.ends_with("_proj.bias")),
+            "{unused:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_model_type_is_rejected() {
+        let dir = copy_with_config("llama", |c| c["model_type"] = "gpt2".into());
+        let (_, msg) = load_err(dir.path());
+        assert!(msg.contains("gpt2") && msg.contains("llama"), "{msg}");
+    }
+
+    #[test]
+    fn corrupt_and_absent_weights_are_reported() {
+        let dir = copy_with_config("llama", |_| {});
+        let path = dir.path().join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let (e, msg) = load_err(dir.path());
+        assert!(matches!(e, ModelError::Corrupt { .. }), "{msg}");
+        assert!(msg.contains("model.safetensors"), "{msg}");
+
+        std::fs::remove_file(&path).unwrap();
+        let (e, msg) = load_err(dir.path());
+        assert!(matches!(e, ModelError::NoWeights { .. }), "{msg}");
+    }
+}

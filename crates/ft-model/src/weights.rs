@@ -1,0 +1,351 @@
+//! Reading checkpoint tensors by their Hugging Face names.
+//!
+//! A [`TensorSource`] hands out one tensor at a time as f32, by HF name
+//! (`model.layers.0.self_attn.q_proj.weight`), whatever the file stores:
+//!
+//! * [`SafetensorsDir`]: an HF model directory with `model.safetensors`, or
+//!   `model.safetensors.index.json` plus its shards. Every file is
+//!   memory-mapped (`memmap2`) and its header parsed once (`safetensors`);
+//!   a tensor's bytes are converted from bf16/f16/f32 to f32 only when it is
+//!   asked for, so peak memory is the model in f32 plus one tensor.
+//! * [`crate::gguf::GgufSource`]: a GGUF file, dequantized tensor by tensor.
+//!
+//! [`VarBuilder`] scopes names the way the module tree nests them
+//! (`vb.pp("model").pp("layers").pp(0)`), as candle's `VarBuilder` does, and
+//! checks every shape against what the module expects, so module
+//! construction reads as a walk over the checkpoint's names.
+//!
+//! File format: <https://huggingface.co/docs/safetensors> (8-byte
+//! little-endian header length, JSON header, raw little-endian data).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::ModelError;
+
+/// A tensor as it comes out of a source: its shape and its values in f32,
+/// row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Shape, outermost dimension first (as in the checkpoint).
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Something that yields checkpoint tensors by HF name.
+pub trait TensorSource {
+    /// Whether a tensor of that name exists.
+    fn contains(&self, name: &str) -> bool;
+
+    /// The tensor `name` as f32, or [`ModelError::MissingTensor`].
+    fn load(&self, name: &str) -> Result<HostTensor, ModelError>;
+
+    /// Where the tensors come from, for error messages.
+    fn origin(&self) -> &Path;
+}
+
+/// One memory-mapped `.safetensors` file with its parsed header.
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the data section (8 + header length).
+    data_start: usize,
+    /// name → (dtype, shape, start, end) relative to `data_start`.
+    infos: HashMap<String, (Dtype, Vec<usize>, usize, usize)>,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> Result<Self, ModelError> {
+        let file = File::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: the map is read-only and private to this process. A file
+        // truncated or rewritten by another process while mapped is outside
+        // what any mmap-based loader can defend against (transformers and
+        // candle map the same way); the header parse below validates offsets
+        // against the length at open time.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("not a valid safetensors file: {e}"),
+            })?;
+        let infos = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, end) = info.data_offsets;
+                (name, (info.dtype, info.shape.clone(), start, end))
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + header_len,
+            infos,
+        })
+    }
+
+    fn load(&self, name: &str) -> Result<Option<HostTensor>, ModelError> {
+        let Some((dtype, shape, start, end)) = self.infos.get(name) else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| ModelError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let bytes = self
+            .mmap
+            .get(self.data_start + start..self.data_start + end)
+            .ok_or_else(|| corrupt(format!("tensor `{name}` lies outside the file")))?;
+        let n: usize = shape.iter().product();
+        let data = decode(bytes, *dtype).ok_or_else(|| ModelError::UnsupportedDtype {
+            name: name.to_string(),
+            dtype: format!("{dtype:?}"),
+            path: self.path.clone(),
+        })?;
+        if data.len() != n {
+            return Err(corrupt(format!(
+                "tensor `{name}` has {} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        Ok(Some(HostTensor {
+            shape: shape.clone(),
+            data,
+        }))
+    }
+}
+
+/// Converts little-endian f32/f16/bf16 bytes to f32; `None` for other dtypes.
+fn decode(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    let out = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    };
+    Some(out)
+}
+
+/// The `weight_map` of `model.safetensors.index.json`.
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// The safetensors weights of an HF model directory.
+pub struct SafetensorsDir {
+    dir: PathBuf,
+    files: Vec<MappedFile>,
+    /// Tensor name → index into `files`.
+    by_name: HashMap<String, usize>,
+}
+
+impl SafetensorsDir {
+    /// Opens `dir/model.safetensors`, or the shards named by
+    /// `dir/model.safetensors.index.json`, and parses every header.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let mut files = Vec::new();
+        let mut by_name = HashMap::new();
+        if single.is_file() {
+            let f = MappedFile::open(&single)?;
+            by_name.extend(f.infos.keys().map(|k| (k.clone(), 0)));
+            files.push(f);
+        } else if index.is_file() {
+            let text = std::fs::read(&index).map_err(|source| ModelError::Io {
+                path: index.clone(),
+                source,
+            })?;
+            let idx: ShardIndex =
+                serde_json::from_slice(&text).map_err(|e| ModelError::Corrupt {
+                    path: index.clone(),
+                    reason: format!(
+                        "not a valid shard index (expected {{\"weight_map\": {{name: file}}}}): {e}"
+                    ),
+                })?;
+            let mut shard_of: HashMap<String, usize> = HashMap::new();
+            for (name, shard) in &idx.weight_map {
+                let i = match shard_of.get(shard) {
+                    Some(&i) => i,
+                    None => {
+                        files.push(MappedFile::open(&dir.join(shard))?);
+                        shard_of.insert(shard.clone(), files.len() - 1);
+                        files.len() - 1
+                    }
+                };
+                if !files[i].infos.contains_key(name) {
+                    return Err(ModelError::Corrupt {
+                        path: index.clone(),
+                        reason: format!("maps `{name}` to `{shard}`, which does not contain it"),
+                    });
+                }
+                by_name.insert(name.clone(), i);
+            }
+        } else {
+            return Err(ModelError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+            by_name,
+        })
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+impl TensorSource for SafetensorsDir {
+    fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    fn load(&self, name: &str) -> Result<HostTensor, ModelError> {
+        let missing = || ModelError::MissingTensor {
+            name: name.to_string(),
+            origin: self.dir.clone(),
+        };
+        let &i = self.by_name.get(name).ok_or_else(missing)?;
+        self.files[i].load(name)?.ok_or_else(missing)
+    }
+
+    fn origin(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A name-scoped view of a [`TensorSource`] that builds burn tensors on
+/// `device` (candle's `VarBuilder`, for burn).
+#[derive(Clone)]
+pub struct VarBuilder<'a> {
+    source: &'a dyn TensorSource,
+    prefix: String,
+    device: Device,
+    /// Full names loaded so far, shared by every scope of one root.
+    used: Rc<RefCell<BTreeSet<String>>>,
+}
+
+impl<'a> VarBuilder<'a> {
+    /// A builder at the root of `source`.
+    pub fn new(source: &'a dyn TensorSource, device: &Device) -> Self {
+        Self {
+            source,
+            prefix: String::new(),
+            device: device.clone(),
+            used: Rc::default(),
+        }
+    }
+
+    /// The builder for the sub-module `name` (`pp` = "push prefix").
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Self {
+            source: self.source,
+            prefix,
+            device: self.device.clone(),
+            used: Rc::clone(&self.used),
+        }
+    }
+
+    /// Every full name loaded through this builder or its scopes, sorted.
+    pub fn used_names(&self) -> Vec<String> {
+        self.used.borrow().iter().cloned().collect()
+    }
+
+    /// The device tensors are created on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The full name of `name` under this scope.
+    pub fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// Whether the scoped tensor exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.source.contains(&self.full_name(name))
+    }
+
+    /// Loads the scoped tensor `name`, checking it has shape `dims`.
+    pub fn get<const D: usize>(
+        &self,
+        dims: [usize; D],
+        name: &str,
+    ) -> Result<Tensor<D>, ModelError> {
+        let full = self.full_name(name);
+        let t = self.source.load(&full)?;
+        self.used.borrow_mut().insert(full.clone());
+        if t.shape != dims {
+            return Err(ModelError::ShapeMismatch {
+                name: full,
+                expected: dims.to_vec(),
+                found: t.shape,
+                origin: self.source.origin().to_path_buf(),
+            });
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(t.data, dims),
+            &self.device,
+        ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_half_types() {
+        let b: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        assert_eq!(decode(&b, Dtype::BF16), Some(vec![1.5, -2.0]));
+        let h: Vec<u8> = [0.25f32, 3.0]
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        assert_eq!(decode(&h, Dtype::F16), Some(vec![0.25, 3.0]));
+        assert_eq!(decode(&[0, 0, 0, 0], Dtype::I32), None);
+    }
+}

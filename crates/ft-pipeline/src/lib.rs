@@ -1,0 +1,24 @@
+//! `ft-pipeline`: the one config file and everything that reads it.
+//!
+//! * [`config`]: [`FtConfig`], one section per stage, each section's struct
+//!   owned by its stage crate.
+//! * [`load`]: YAML → JSON Schema check → typed config → cross-field checks,
+//!   reporting every problem at once with file, line, column and key path.
+//! * [`schema`]: the JSON Schemas checked into `schemas/`.
+//! * [`locate`]: key paths → line/column in the YAML source.
+//! * [`prepare`]: the prepare stage (`ft preprocess`) wired to the config.
+//! * [`explain`]: JSON Schema violations → human messages with "did you
+//!   mean".
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod explain;
+pub mod import;
+pub mod load;
+pub mod locate;
+pub mod overrides;
+pub mod prepare;
+pub mod schema;
+
+pub use config::FtConfig;
+pub use load::{Loaded, load_file, load_str};

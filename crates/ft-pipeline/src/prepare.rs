@@ -1,0 +1,71 @@
+//! `ft preprocess`: the prepare stage wired to the whole config.
+//!
+//! The tokenizer comes from `model.tokenizer` when set, else from
+//! `model.base_model` when that is a local HF model directory. A GGUF base
+//! carries its tokenizer as `tokenizer.ggml.*` metadata; rebuilding a
+//! `tokenizer.json` from it is not done yet, so a GGUF base needs
+//! `model.tokenizer`. Hub ids are not downloaded by this stage.
+
+use std::path::PathBuf;
+
+use ft_core::stage::Freshness;
+use ft_model::config::BaseModelRef;
+pub use ft_tokenize::{
+    HfTokenizer, PrepareReport, PrepareStage, Prepared, TokenizeError, debug_pieces,
+};
+
+use crate::load::Loaded;
+
+/// The directory holding `tokenizer.json` for this config.
+pub fn tokenizer_dir(loaded: &Loaded) -> Result<PathBuf, TokenizeError> {
+    let model = &loaded.config.model;
+    if let Some(t) = &model.tokenizer {
+        return Ok(loaded.ctx.resolve(t));
+    }
+    match model.base_ref(&loaded.ctx) {
+        Ok(BaseModelRef::HfDir(d)) => Ok(d),
+        Ok(BaseModelRef::Gguf(p)) => Err(TokenizeError::NoTokenizer {
+            message: format!(
+                "tokenizer from GGUF not supported yet (`{}`); set `model.tokenizer` to a directory with the model's tokenizer.json and tokenizer_config.json (e.g. `--set model.tokenizer=path/to/dir`)",
+                p.display()
+            ),
+        }),
+        Ok(BaseModelRef::Hub(id)) => Err(TokenizeError::NoTokenizer {
+            message: format!(
+                "`{id}` is a hub id and `ft preprocess` does not download; download the model (or just its tokenizer.json and tokenizer_config.json) and set `model.tokenizer` or `model.base_model` to the local directory"
+            ),
+        }),
+        Err(msg) => Err(TokenizeError::NoTokenizer { message: msg }),
+    }
+}
+
+/// Where prepared data goes: `tokenize.dataset_prepared_path`, else
+/// `<output_dir>/prepared`.
+pub fn prepared_base(loaded: &Loaded) -> PathBuf {
+    match &loaded.config.tokenize.dataset_prepared_path {
+        Some(p) => loaded.ctx.resolve(p),
+        None => loaded.output_dir().join("prepared"),
+    }
+}
+
+/// The prepare stage for this config.
+pub fn stage(loaded: &Loaded) -> Result<PrepareStage, TokenizeError> {
+    let c = &loaded.config;
+    Ok(PrepareStage::new(
+        c.data.clone(),
+        c.template.clone(),
+        c.tokenize.clone(),
+        c.seed,
+        loaded.ctx.config_dir.clone(),
+        tokenizer_dir(loaded)?,
+    ))
+}
+
+/// Runs (or reuses) the prepare stage; returns the data, whether it was
+/// reused, and the report.
+pub fn preprocess(loaded: &Loaded) -> Result<(Prepared, Freshness, PrepareReport), TokenizeError> {
+    let st = stage(loaded)?;
+    let (prepared, fresh, _) = st.run_or_reuse(&prepared_base(loaded))?;
+    let report = prepared.report().unwrap_or_default();
+    Ok((prepared, fresh, report))
+}
