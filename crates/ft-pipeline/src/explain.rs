@@ -195,35 +195,17 @@ pub fn explain(
                 format!("expected {}", show(expected_value)),
             ));
         }
-        ValidationErrorKind::Minimum { limit }
-        | ValidationErrorKind::ExclusiveMinimum { limit } => {
-            let strict = matches!(err.kind(), ValidationErrorKind::ExclusiveMinimum { .. });
-            let f = found.map(show).unwrap_or_default();
-            out.push(
-                Problem::new(
-                    path.clone(),
-                    format!(
-                        "{f} is too small: must be {} {limit}",
-                        if strict { ">" } else { "≥" }
-                    ),
-                )
-                .with_help(format!("use a value of at least {limit}")),
-            );
+        ValidationErrorKind::Minimum { limit } => {
+            out.push(bound(path, found, limit, "small", "≥", "least"))
         }
-        ValidationErrorKind::Maximum { limit }
-        | ValidationErrorKind::ExclusiveMaximum { limit } => {
-            let strict = matches!(err.kind(), ValidationErrorKind::ExclusiveMaximum { .. });
-            let f = found.map(show).unwrap_or_default();
-            out.push(
-                Problem::new(
-                    path.clone(),
-                    format!(
-                        "{f} is too large: must be {} {limit}",
-                        if strict { "<" } else { "≤" }
-                    ),
-                )
-                .with_help(format!("use a value of at most {limit}")),
-            );
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            out.push(bound(path, found, limit, "small", ">", "least"))
+        }
+        ValidationErrorKind::Maximum { limit } => {
+            out.push(bound(path, found, limit, "large", "≤", "most"))
+        }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            out.push(bound(path, found, limit, "large", "<", "most"))
         }
         ValidationErrorKind::MinItems { limit } => {
             out.push(
@@ -243,6 +225,20 @@ pub fn explain(
         _ => out.push(Problem::new(path.clone(), err.to_string())),
     }
     out
+}
+
+/// A value outside a numeric bound: "5 is too large: must be ≤ 1".
+fn bound(
+    path: KeyPath,
+    found: Option<&Value>,
+    limit: &Value,
+    size: &str,
+    op: &str,
+    extreme: &str,
+) -> Problem {
+    let f = found.map(show).unwrap_or_default();
+    Problem::new(path, format!("{f} is too {size}: must be {op} {limit}"))
+        .with_help(format!("use a value of at {extreme} {limit}"))
 }
 
 /// Tags of the `type:`-tagged variants that have `key` as a property.
