@@ -60,14 +60,3 @@ pub struct FtConfig {
 pub const SECTIONS: [&str; 8] = [
     "model", "data", "template", "tokenize", "adapter", "train", "merge", "export",
 ];
-
-impl FtConfig {
-    /// `output_dir` resolved against the config file's directory.
-    pub fn output_dir(&self, config_dir: &std::path::Path) -> PathBuf {
-        if self.output_dir.is_absolute() {
-            self.output_dir.clone()
-        } else {
-            config_dir.join(&self.output_dir)
-        }
-    }
-}

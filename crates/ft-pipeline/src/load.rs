@@ -31,14 +31,12 @@ pub struct Loaded {
     pub file: PathBuf,
     /// Context for resolving relative paths.
     pub ctx: CheckContext,
-    /// The document as JSON after overrides (for fingerprints).
-    pub document: Value,
 }
 
 impl Loaded {
     /// `output_dir`, resolved.
     pub fn output_dir(&self) -> PathBuf {
-        self.config.output_dir(&self.ctx.config_dir)
+        self.ctx.resolve(&self.config.output_dir)
     }
 }
 
@@ -241,7 +239,6 @@ pub fn load_str(
             config,
             file: file.to_path_buf(),
             ctx,
-            document: doc,
         })
     } else {
         Err(finish(problems, &applied))
