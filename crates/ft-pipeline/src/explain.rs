@@ -393,9 +393,12 @@ fn explain_branches(
         .enumerate()
         .filter(|(_, errs)| {
             !errs.is_empty()
-                && errs
-                    .iter()
-                    .all(|e| e.instance_path().as_str().len() > path_pointer_len(path))
+                && errs.iter().all(|e| {
+                    KeyPath::from_json_pointer(e.instance_path().as_str())
+                        .0
+                        .len()
+                        > path.0.len()
+                })
         })
         .map(|(i, _)| i)
         .collect();
@@ -427,17 +430,6 @@ fn explain_branches(
         path.clone(),
         format!("expected {}, found {f}", expected.join(" or ")),
     )]
-}
-
-fn path_pointer_len(path: &KeyPath) -> usize {
-    use ft_core::problem::Seg;
-    path.0
-        .iter()
-        .map(|s| match s {
-            Seg::Key(k) => 1 + k.len(),
-            Seg::Index(i) => 1 + i.to_string().len(),
-        })
-        .sum()
 }
 
 #[cfg(test)]

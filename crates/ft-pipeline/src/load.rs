@@ -232,7 +232,7 @@ pub fn load_str(
     if let Some(e) = &config.export {
         e.check(&ctx, &mut problems);
     }
-    crate::load::cross_checks(&config, &ctx, &mut problems);
+    cross_checks(&config, &ctx, &mut problems);
 
     if problems.is_empty() {
         Ok(Loaded {
