@@ -27,6 +27,9 @@ pub enum TokenizeError {
         /// What the tokenizers crate said.
         message: String,
     },
+    /// Rebuilding a tokenizer from a GGUF file failed.
+    #[error(transparent)]
+    Gguf(#[from] crate::from_gguf::GgufTokenizerError),
     /// Encoding a text failed.
     #[error("{at}: tokenizing failed: {message}")]
     Encode {

@@ -7,6 +7,8 @@
 //!
 //! * [`tokenizer`]: HF `tokenizer.json` via the `tokenizers` crate (pure
 //!   Rust: `fancy-regex`, no oniguruma).
+//! * [`from_gguf`]: an HF tokenizer rebuilt from a GGUF file's
+//!   `tokenizer.ggml.*` metadata.
 //! * [`mask`]: trained byte spans → token mask through offsets.
 //! * [`process`]: one record → ids + mask, `sequence_len` handling, in
 //!   parallel (rayon).
@@ -18,6 +20,7 @@
 
 pub mod config;
 pub mod error;
+pub mod from_gguf;
 pub mod mask;
 pub mod pack;
 pub mod prepare;
@@ -27,6 +30,7 @@ pub mod tokenizer;
 
 pub use config::{ExcessLengthStrategy, TokenizeConfig};
 pub use error::TokenizeError;
+pub use from_gguf::{GgufTokenizer, tokenizer_from_gguf};
 pub use pack::{PackedRow, PaddedRow};
 pub use prepare::{PrepareReport, PrepareStage, Prepared, debug_pieces};
 pub use tokenizer::HfTokenizer;
