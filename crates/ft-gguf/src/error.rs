@@ -58,6 +58,19 @@ pub enum Error {
         problem: String,
     },
 
+    /// The file cannot be read as a Hugging Face checkpoint
+    /// ([`HfView`](crate::hf::HfView)): an architecture, tensor or setting
+    /// with no HF counterpart.
+    #[error("`{path}` cannot be read as a Hugging Face model: {problem}; {help}")]
+    NotHf {
+        /// The file.
+        path: PathBuf,
+        /// What has no HF counterpart, naming the key or tensor.
+        problem: String,
+        /// What to do about it.
+        help: &'static str,
+    },
+
     /// A quantization or dequantization request that cannot be served.
     #[error(transparent)]
     Quant(#[from] QuantError),

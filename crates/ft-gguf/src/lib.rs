@@ -9,6 +9,10 @@
 //!   reference quantizers and dequantizers for F32, F16, BF16, Q8_0, Q4_0,
 //!   Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K, and rayon-parallel whole-tensor
 //!   entry points that are byte-identical to the scalar path.
+//! * [`hf`]: [`HfView`] reads a GGUF model as a Hugging Face checkpoint:
+//!   tensors by HF name, dequantized to `f32`, llama.cpp's q/k row
+//!   permutation undone, and the transformers `config.json` rebuilt from
+//!   the metadata.
 //!
 //! # GGUF layout (version 3, little-endian)
 //!
@@ -35,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod hf;
 pub mod quant;
 pub mod reader;
 pub mod types;
@@ -42,6 +47,7 @@ pub mod value;
 pub mod writer;
 
 pub use error::{Error, Malformed, QuantError, Result, WriteError};
+pub use hf::{HfTensor, HfView, permute_rows, unpermute_rows};
 pub use reader::{Gguf, GgufFile, Limits, TensorInfo};
 pub use types::{GgmlType, ValueType};
 pub use value::{Array, Metadata, Value};
