@@ -2,8 +2,7 @@
 //!
 //! The binary is a thin layer over `ft-pipeline`: it parses arguments, sets
 //! up logging, loads and validates the config, and maps outcomes to exit
-//! codes: 0 success, 1 invalid input (config problems), 2 a stage that is
-//! not built yet.
+//! codes: 0 success, 1 invalid input (config problems) or a failed stage.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +11,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ft_pipeline::{Loaded, load_file};
 
+mod generate;
 mod import;
 mod progress;
+mod train_ui;
 
 /// Fine-tune open-weight LLMs (Llama, Qwen, Mistral, SmolLM) from one YAML
 /// file: prepare data, train QLoRA/LoRA, merge, export GGUF.
@@ -62,9 +63,9 @@ enum Command {
         /// Override a config value (repeatable).
         #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
         set: Vec<String>,
-        /// GGUF tensor type.
-        #[arg(long, value_enum, default_value = "q8_0")]
-        gguf: ft_export::GgufType,
+        /// GGUF tensor type (default: `export.gguf` of the config, else q8_0).
+        #[arg(long, value_enum)]
+        gguf: Option<ft_export::GgufType>,
         /// Export this HF model directory instead of a config's output.
         #[arg(long, conflicts_with = "config")]
         model: Option<PathBuf>,
@@ -87,14 +88,8 @@ enum Command {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
-    /// Chat with the base model, base + adapter, or the merged model.
-    Generate {
-        #[command(flatten)]
-        cfg: ConfigArgs,
-        /// One prompt; without it, an interactive session.
-        #[arg(long)]
-        prompt: Option<String>,
-    },
+    /// Chat with the config's base model: one `--prompt`, or interactive.
+    Generate(generate::GenerateArgs),
     /// Translate an axolotl YAML config into an ft config (stdout); keys
     /// that cannot be carried over are listed on stderr.
     ImportAxolotl {
@@ -102,9 +97,6 @@ enum Command {
         config: PathBuf,
     },
 }
-
-/// Exit code for a stage that is not implemented yet.
-const NOT_IMPLEMENTED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -157,11 +149,6 @@ fn load(path: &Path, set: &[String]) -> Option<Loaded> {
             None
         }
     }
-}
-
-fn not_implemented(what: &str, issue: &str) -> ExitCode {
-    eprintln!("error: `ft {what}` is not implemented yet ({issue}); the config is valid");
-    ExitCode::from(NOT_IMPLEMENTED)
 }
 
 /// `ft preprocess`: prepare (or reuse) the data, print the report and,
@@ -244,44 +231,134 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportAxolotl { config } => import::run(&config),
-        Command::Run(c) => Ok(match load(&c.config, &c.set) {
-            None => ExitCode::FAILURE,
-            Some(_) => not_implemented("run", "training lands with the training issue"),
-        }),
+        Command::Run(c) => {
+            let Some(loaded) = load(&c.config, &c.set) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            run_pipeline(&loaded)
+        }
         Command::Preprocess { cfg, debug } => {
             let Some(loaded) = load(&cfg.config, &cfg.set) else {
                 return Ok(ExitCode::FAILURE);
             };
             preprocess(&loaded, debug)
         }
-        Command::MergeLora(c) => Ok(match load(&c.config, &c.set) {
-            None => ExitCode::FAILURE,
-            Some(_) => not_implemented("merge-lora", "merging lands with the merge issue"),
-        }),
-        Command::Generate { cfg, prompt: _ } => Ok(match load(&cfg.config, &cfg.set) {
-            None => ExitCode::FAILURE,
-            Some(_) => not_implemented("generate", "generation lands with the models issue"),
-        }),
+        Command::MergeLora(c) => {
+            let Some(loaded) = load(&c.config, &c.set) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            merge(&loaded)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => generate::run(args),
         Command::Export {
             config,
             set,
-            gguf: _,
+            gguf,
             model,
         } => {
-            if model.is_none() {
+            let spinner = progress::spinner("exporting GGUF");
+            let report = if let Some(dir) = model {
+                ft_pipeline::export::export_dir(&dir, gguf.unwrap_or_default(), None)
+            } else {
                 let Some(config) = config else {
+                    spinner.finish_and_clear();
                     anyhow::bail!(
                         "give a config file, or `--model DIR` to export an HF model directory"
                     );
                 };
-                if load(&config, &set).is_none() {
+                let Some(loaded) = load(&config, &set) else {
+                    spinner.finish_and_clear();
                     return Ok(ExitCode::FAILURE);
-                }
-            }
-            Ok(not_implemented(
-                "export",
-                "GGUF export lands with the export issue",
-            ))
+                };
+                ft_pipeline::export::run_export(&loaded, gguf)
+            };
+            spinner.finish_and_clear();
+            print_export(&report?);
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `ft run`: prepare, train; Ctrl-C saves a checkpoint and stops.
+fn run_pipeline(loaded: &Loaded) -> Result<ExitCode> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = std::sync::Arc::clone(&stop);
+        // A second Ctrl-C exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit now)"
+            );
+        });
+    }
+    let mut ui = train_ui::TrainUi::new(None);
+    let result = ft_pipeline::train::run_training(loaded, &mut ui, Some(stop));
+    ui.finish();
+    let report = result?;
+    let out = loaded.output_dir();
+    println!(
+        "trained {} steps: final loss {}, eval loss {}; {:.2} s/step, {:.0} tokens/s",
+        report.steps,
+        report.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        report
+            .final_eval_loss
+            .map_or("-".into(), |l| format!("{l:.4}")),
+        report.seconds_per_step,
+        report.tokens_per_s
+    );
+    println!(
+        "adapter:  {}",
+        out.join("adapter_model.safetensors").display()
+    );
+    println!("metrics:  {}", out.join("metrics.jsonl").display());
+    println!("plot:     {}", out.join("training.svg").display());
+    if loaded.config.merge.is_some() || loaded.config.export.is_some() {
+        merge(loaded)?;
+    }
+    if loaded.config.export.is_some() {
+        let spinner = progress::spinner("exporting GGUF");
+        let report = ft_pipeline::export::run_export(loaded, None);
+        spinner.finish_and_clear();
+        print_export(&report?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ft merge-lora`: writes `output_dir/merged/` and prints the fidelity
+/// summary.
+fn merge(loaded: &Loaded) -> Result<()> {
+    let spinner = progress::spinner("merging the adapter into the base");
+    let report = ft_pipeline::merge::run_merge(loaded);
+    spinner.finish_and_clear();
+    let report = report?;
+    println!(
+        "merged {} tensors ({} adapted) into {} ({} shard(s), {:.1} MB); max |ΔW| vs an f32 merge {:.3e}",
+        report.num_tensors,
+        report.num_tensors - report.copied_tensors,
+        report.output.display(),
+        report.shards.len(),
+        report.total_size as f64 / 1e6,
+        report.max_abs_vs_f32_merge()
+    );
+    Ok(())
+}
+
+fn print_export(r: &ft_export::ExportReport) {
+    println!(
+        "wrote {} ({:.1} MB, {} tensors, arch {}, tokenizer {}/{})",
+        r.path.display(),
+        r.file_bytes as f64 / 1e6,
+        r.n_tensors,
+        r.arch,
+        r.tokenizer.0,
+        r.tokenizer.1
+    );
+    if let Some(m) = &r.modelfile {
+        println!("Ollama:    ollama create my-model -f {}", m.display());
+    }
+    println!("llama.cpp: llama-cli -m {} -cnv", r.path.display());
 }

@@ -74,21 +74,57 @@ fn validate_exit_codes() {
 }
 
 #[test]
-fn stages_not_built_yet_exit_2_after_validating() {
+fn stages_validate_the_config_first() {
     let (_d, cfg) = valid_config();
+    // An invalid config is reported (exit 1) before any stage runs.
     for cmd in ["run", "merge-lora", "generate"] {
-        let o = ft(&[cmd, cfg.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(2), "{cmd}: {:?}", text(&o));
-        assert!(text(&o).1.contains("not implemented yet"), "{cmd}");
+        let o = ft(&[
+            cmd,
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.lr_scheduler=cosin",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {:?}", text(&o));
+        assert!(text(&o).1.contains("1 problem in"), "{cmd}: {:?}", text(&o));
     }
-    // An invalid config is reported (exit 1) before "not implemented".
+}
+
+/// `ft generate` end to end on the quickstart config (SmolLM2-135M GGUF,
+/// its chat template, greedy): the streamed answer names Paris.
+#[test]
+fn generate_answers_with_the_base_model() {
+    let gguf = repo().join("examples/models/smollm2-135m-instruct.gguf");
+    if !gguf.is_file() {
+        eprintln!(
+            "SKIPPED generate_answers_with_the_base_model: {} is absent (run scripts/fetch-smollm2.sh)",
+            gguf.display()
+        );
+        return;
+    }
+    let cfg = repo().join("examples/quickstart.yml");
     let o = ft(&[
-        "run",
+        "generate",
         cfg.to_str().unwrap(),
-        "--set",
-        "train.lr_scheduler=cosin",
+        "--prompt",
+        "What is the capital of France?",
+        "--max-new-tokens",
+        "32",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.contains("Paris"), "{out:?} {err}");
+    assert!(err.contains("tokens/s"), "{err}");
+    // Bad sampling options are refused before loading the model.
+    let o = ft(&[
+        "generate",
+        cfg.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--top-p",
+        "0",
     ]);
     assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("top_p"), "{:?}", text(&o));
 }
 
 #[test]

@@ -90,4 +90,20 @@ pub enum ModelError {
     /// Reading a GGUF file failed.
     #[error(transparent)]
     Gguf(#[from] ft_gguf::Error),
+    /// Quantizing a weight to NF4 failed (e.g. a non-finite value).
+    #[error("quantizing `{name}` to NF4: {message}; check the checkpoint for NaN/Inf weights")]
+    Quantize {
+        /// The HF tensor name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A LoRA adapter does not fit the model, or its files are unusable.
+    #[error("adapter `{path}`: {message}")]
+    Adapter {
+        /// The adapter directory or file.
+        path: PathBuf,
+        /// What is wrong, naming the key or tensor, and the fix.
+        message: String,
+    },
 }

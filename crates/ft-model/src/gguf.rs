@@ -312,6 +312,57 @@ mod tests {
         assert!(text.contains("Paris"), "{text:?}");
     }
 
+    /// The same prompt through the KV cache ([`crate::generate`]): greedy
+    /// generation up to 64 tokens or `<|im_end|>` (id 2) names Paris, and
+    /// its first tokens are those of the rerun-everything path above
+    /// (`smollm2_gguf_answers_paris`, which prints them). Prints the decode
+    /// speed; timings are measured by `ft generate` runs, not asserted here.
+    #[test]
+    fn smollm2_gguf_generates_paris_with_kv_cache() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/models/smollm2-135m-instruct.gguf");
+        if !path.is_file() {
+            eprintln!(
+                "SKIPPED smollm2_gguf_generates_paris_with_kv_cache: {} is absent (run scripts/fetch-smollm2.sh)",
+                path.display()
+            );
+            return;
+        }
+        const PROMPT: [u32; 37] = [
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+            407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
+            520, 9531, 198,
+        ];
+        let device = Device::flex();
+        let source = GgufSource::open(&path).unwrap();
+        let model =
+            CausalLm::load(&source.spec().unwrap(), &VarBuilder::new(&source, &device)).unwrap();
+        let opts = crate::GenerateOptions {
+            max_new_tokens: 64,
+            stop_token_ids: vec![2],
+            ..crate::GenerateOptions::default()
+        };
+        let g = crate::generate(&model, &PROMPT, &opts, &mut |_| {}).unwrap();
+        let text = token_text(&source, &g.tokens);
+        eprintln!(
+            "smollm2 KV-cache greedy: {} tokens, stop {:?}, prefill {:.2} s, {} decode steps at {:.1} tokens/s: {text:?}",
+            g.tokens.len(),
+            g.stop,
+            g.prefill_time.as_secs_f64(),
+            g.decode_steps,
+            g.decode_tokens_per_sec().unwrap_or(0.0),
+        );
+        assert!(text.contains("Paris"), "{text:?}");
+        // The first 4 tokens by rerunning the whole sequence each step.
+        let mut ids = PROMPT.to_vec();
+        for _ in 0..4 {
+            let batch = crate::PackedBatch::from_rows(&[vec![ids.clone()]], 0, &device);
+            let next: Vec<i64> = model.next_token_greedy(&batch).try_into_vec_as().unwrap();
+            ids.push(u32::try_from(next[0]).unwrap());
+        }
+        assert_eq!(g.tokens[..4], ids[PROMPT.len()..]);
+    }
+
     /// Concatenated token strings (byte-level BPE: `Ġ` stands for a space).
     fn token_text(source: &GgufSource, ids: &[u32]) -> String {
         let Some(ft_gguf::Value::Array(ft_gguf::Array::String(tokens))) =

@@ -12,7 +12,7 @@ use ft_arch::HfConfig;
 
 use crate::arch::{CausalLm, spec_for};
 use crate::error::ModelError;
-use crate::weights::{SafetensorsDir, VarBuilder};
+use crate::weights::{Nf4Load, SafetensorsDir, VarBuilder};
 
 /// Loads the model in the HF directory `dir` onto `device`, in f32.
 ///
@@ -22,7 +22,32 @@ use crate::weights::{SafetensorsDir, VarBuilder};
 /// logged as a warning (as transformers does), since they usually mean the
 /// config does not describe the checkpoint.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> {
-    let (model, unused) = load_hf_dir_with_unused(dir, device)?;
+    load_hf_dir_nf4(dir, device, None)
+}
+
+/// Loads a base model from an HF directory or a `.gguf` file, quantizing
+/// the projections to NF4 on the way in when `nf4` is set (QLoRA): each
+/// weight goes from the file straight to NF4, so the dense model is never
+/// in memory at once.
+pub fn load_model(
+    path: &Path,
+    device: &Device,
+    nf4: Option<Nf4Load>,
+) -> Result<CausalLm, ModelError> {
+    if path.is_file() {
+        let source = crate::gguf::GgufSource::open(path)?;
+        let spec = source.spec()?;
+        return CausalLm::load(&spec, &VarBuilder::new(&source, device).with_nf4(nf4));
+    }
+    load_hf_dir_nf4(path, device, nf4)
+}
+
+fn load_hf_dir_nf4(
+    dir: &Path,
+    device: &Device,
+    nf4: Option<Nf4Load>,
+) -> Result<CausalLm, ModelError> {
+    let (model, unused) = load_hf_dir_inner(dir, device, nf4)?;
     if !unused.is_empty() {
         tracing::warn!(
             dir = %dir.display(),
@@ -40,12 +65,20 @@ pub fn load_hf_dir_with_unused(
     dir: &Path,
     device: &Device,
 ) -> Result<(CausalLm, Vec<String>), ModelError> {
+    load_hf_dir_inner(dir, device, None)
+}
+
+fn load_hf_dir_inner(
+    dir: &Path,
+    device: &Device,
+    nf4: Option<Nf4Load>,
+) -> Result<(CausalLm, Vec<String>), ModelError> {
     let config_path = dir.join("config.json");
     let cfg = HfConfig::read(&config_path)?;
     let spec = spec_for(&cfg, &config_path)?;
     let weights = SafetensorsDir::open(dir)?;
     tracing::debug!(dir = %dir.display(), arch = ?spec.arch, "loading safetensors model");
-    let vb = VarBuilder::new(&weights, device);
+    let vb = VarBuilder::new(&weights, device).with_nf4(nf4);
     let model = CausalLm::load(&spec, &vb)?;
     let used = vb.used_names();
     let unused = weights

@@ -130,7 +130,7 @@ impl MappedFile {
 }
 
 /// Converts little-endian f32/f16/bf16 bytes to f32; `None` for other dtypes.
-fn decode(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+pub(crate) fn decode(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     let out = match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)
@@ -253,6 +253,17 @@ pub struct VarBuilder<'a> {
     device: Device,
     /// Full names loaded so far, shared by every scope of one root.
     used: Rc<RefCell<BTreeSet<String>>>,
+    /// Quantize the projection weights to NF4 while loading (QLoRA).
+    nf4: Option<Nf4Load>,
+}
+
+/// How projection weights are quantized while loading (QLoRA): each weight
+/// goes from the checkpoint straight to NF4, so the dense model is never
+/// held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nf4Load {
+    /// Compress the absmax vector too (bitsandbytes `compress_statistics`).
+    pub double_quant: bool,
 }
 
 impl<'a> VarBuilder<'a> {
@@ -263,7 +274,21 @@ impl<'a> VarBuilder<'a> {
             prefix: String::new(),
             device: device.clone(),
             used: Rc::default(),
+            nf4: None,
         }
+    }
+
+    /// This builder, quantizing the weights of linear projections to NF4
+    /// as they load (`lm_head` and embeddings stay dense, as bitsandbytes
+    /// leaves them).
+    pub fn with_nf4(mut self, nf4: Option<Nf4Load>) -> Self {
+        self.nf4 = nf4;
+        self
+    }
+
+    /// The NF4 setting of this builder.
+    pub fn nf4(&self) -> Option<Nf4Load> {
+        self.nf4
     }
 
     /// The builder for the sub-module `name` (`pp` = "push prefix").
@@ -278,6 +303,7 @@ impl<'a> VarBuilder<'a> {
             prefix,
             device: self.device.clone(),
             used: Rc::clone(&self.used),
+            nf4: self.nf4,
         }
     }
 
@@ -311,6 +337,16 @@ impl<'a> VarBuilder<'a> {
         dims: [usize; D],
         name: &str,
     ) -> Result<Tensor<D>, ModelError> {
+        let t = self.get_host(&dims, name)?;
+        Ok(Tensor::from_data(
+            TensorData::new(t.data, dims),
+            &self.device,
+        ))
+    }
+
+    /// Loads the scoped tensor `name` into host memory, checking it has
+    /// shape `dims`.
+    pub fn get_host(&self, dims: &[usize], name: &str) -> Result<HostTensor, ModelError> {
         let full = self.full_name(name);
         let t = self.source.load(&full)?;
         self.used.borrow_mut().insert(full.clone());
@@ -322,10 +358,7 @@ impl<'a> VarBuilder<'a> {
                 origin: self.source.origin().to_path_buf(),
             });
         }
-        Ok(Tensor::from_data(
-            TensorData::new(t.data, dims),
-            &self.device,
-        ))
+        Ok(t)
     }
 }
 

@@ -2,11 +2,11 @@
 //!
 //! The tokenizer comes from `model.tokenizer` when set, else from
 //! `model.base_model` when that is a local HF model directory. A GGUF base
-//! carries its tokenizer as `tokenizer.ggml.*` metadata; rebuilding a
-//! `tokenizer.json` from it is not done yet, so a GGUF base needs
-//! `model.tokenizer`. Hub ids are not downloaded by this stage.
+//! carries its tokenizer as `tokenizer.ggml.*` metadata, rebuilt into an HF
+//! tokenizer directory under `output_dir` ([`gguf_tokenizer_dir`]). Hub ids
+//! are not downloaded by this stage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ft_core::stage::Freshness;
 use ft_model::config::BaseModelRef;
@@ -24,12 +24,7 @@ pub fn tokenizer_dir(loaded: &Loaded) -> Result<PathBuf, TokenizeError> {
     }
     match model.base_ref(&loaded.ctx) {
         Ok(BaseModelRef::HfDir(d)) => Ok(d),
-        Ok(BaseModelRef::Gguf(p)) => Err(TokenizeError::NoTokenizer {
-            message: format!(
-                "tokenizer from GGUF not supported yet (`{}`); set `model.tokenizer` to a directory with the model's tokenizer.json and tokenizer_config.json (e.g. `--set model.tokenizer=path/to/dir`)",
-                p.display()
-            ),
-        }),
+        Ok(BaseModelRef::Gguf(p)) => gguf_tokenizer_dir(loaded, &p),
         Ok(BaseModelRef::Hub(id)) => Err(TokenizeError::NoTokenizer {
             message: format!(
                 "`{id}` is a hub id and `ft preprocess` does not download; download the model (or just its tokenizer.json and tokenizer_config.json) and set `model.tokenizer` or `model.base_model` to the local directory"
@@ -37,6 +32,34 @@ pub fn tokenizer_dir(loaded: &Loaded) -> Result<PathBuf, TokenizeError> {
         }),
         Err(msg) => Err(TokenizeError::NoTokenizer { message: msg }),
     }
+}
+
+/// The tokenizer of a GGUF base, rebuilt from its `tokenizer.ggml.*`
+/// metadata into `<output_dir>/tokenizer-from-gguf/` (tokenizer.json and
+/// tokenizer_config.json with the chat template), reused while the GGUF is
+/// unchanged (size and modification time recorded beside it).
+pub fn gguf_tokenizer_dir(loaded: &Loaded, gguf: &Path) -> Result<PathBuf, TokenizeError> {
+    let dir = loaded.output_dir().join("tokenizer-from-gguf");
+    let stamp = std::fs::metadata(gguf)
+        .map(|m| {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}\n{}\n{mtime}\n", gguf.display(), m.len())
+        })
+        .unwrap_or_default();
+    let stamp_file = loaded.output_dir().join("tokenizer-from-gguf.source");
+    let fresh = dir.join("tokenizer.json").is_file()
+        && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp);
+    if !fresh {
+        let tok = ft_tokenize::tokenizer_from_gguf(gguf)?;
+        tok.write_dir(&dir)?;
+        let _ = ft_core::atomic::write_file(&stamp_file, stamp.as_bytes());
+        tracing::info!(gguf = %gguf.display(), dir = %dir.display(), "rebuilt the tokenizer from GGUF metadata");
+    }
+    Ok(dir)
 }
 
 /// Where prepared data goes: `tokenize.dataset_prepared_path`, else

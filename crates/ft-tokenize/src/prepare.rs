@@ -133,7 +133,8 @@ impl PrepareStage {
         }
     }
 
-    fn template_source(&self) -> Result<Option<source::TemplateSource>, TokenizeError> {
+    /// The chat template this stage renders with (`None` without conversations).
+    pub fn template_source(&self) -> Result<Option<source::TemplateSource>, TokenizeError> {
         if !has_chat(&self.data) {
             return Ok(None);
         }

@@ -5,49 +5,249 @@
 //! Field names are the last component of the HF tensor names (`weight`,
 //! `bias`), so a module's parameters are found by walking its path.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Int, Tensor, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use ft_kernels::nf4::Nf4Tensor;
+use ft_kernels::nf4::reference::BLOCKSIZE as NF4_BLOCKSIZE;
 
 use crate::error::ModelError;
 use crate::weights::VarBuilder;
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch checkpoints
-/// (burn-nn's `Linear` stores `[in, out]`; keeping the checkpoint layout
-/// makes loading a copy and saving/merging a plain write-back).
+/// `y = x Wᵀ + b (+ s · dropout(x) Aᵀ Bᵀ)` with `W` stored `[out, in]` as
+/// in PyTorch checkpoints (burn-nn's `Linear` stores `[in, out]`; keeping
+/// the checkpoint layout makes loading a copy and saving/merging a plain
+/// write-back).
+///
+/// The base weight is either dense (`weight`) or NF4-quantized (`nf4`,
+/// QLoRA), and frozen in both cases; an optional [`LoraAdapter`] adds the
+/// trainable low-rank update (Hu et al. 2021, <https://arxiv.org/abs/2106.09685>;
+/// over NF4: Dettmers et al. 2023, <https://arxiv.org/abs/2305.14314>).
 #[derive(Module, Debug)]
 pub struct Linear {
-    /// `[out_features, in_features]`.
-    pub weight: Param<Tensor<2>>,
+    /// `[out_features, in_features]`; `None` when the base is NF4.
+    pub weight: Option<Param<Tensor<2>>>,
     /// `[out_features]`, when the layer has a bias.
     pub bias: Option<Param<Tensor<1>>>,
+    /// The LoRA update, when this module is adapted.
+    pub lora: Option<LoraAdapter>,
+    /// The NF4 base weight (QLoRA), dequantized just in time per forward.
+    #[module(skip)]
+    pub nf4: Option<Nf4Weight>,
 }
 
 impl Linear {
     /// Loads `{scope}.weight` (`[out, in]`) and, with `bias`, `{scope}.bias`.
+    /// When the builder quantizes ([`VarBuilder::with_nf4`]) the weight goes
+    /// straight from the checkpoint to NF4.
     pub fn load(
         vb: &VarBuilder<'_>,
         in_features: usize,
         out_features: usize,
         bias: bool,
     ) -> Result<Self, ModelError> {
-        let weight = Param::from_tensor(vb.get([out_features, in_features], "weight")?);
+        let (weight, nf4) = match vb.nf4() {
+            None => (
+                Some(Param::from_tensor(
+                    vb.get([out_features, in_features], "weight")?,
+                )),
+                None,
+            ),
+            Some(opts) => {
+                let host = vb.get_host(&[out_features, in_features], "weight")?;
+                let q =
+                    Nf4Tensor::quantize(&host.data, &host.shape, NF4_BLOCKSIZE).map_err(|e| {
+                        ModelError::Quantize {
+                            name: vb.full_name("weight"),
+                            message: e.to_string(),
+                        }
+                    })?;
+                let q = if opts.double_quant {
+                    q.with_double_quant()
+                } else {
+                    q
+                };
+                (None, Some(Nf4Weight::new(q, vb.device())))
+            }
+        };
         let bias = if bias {
             Some(Param::from_tensor(vb.get([out_features], "bias")?))
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            lora: None,
+            nf4,
+        })
+    }
+
+    /// `[out, in]` of the base weight.
+    pub fn shape(&self) -> [usize; 2] {
+        match (&self.weight, &self.nf4) {
+            (Some(w), _) => w.val().dims(),
+            (None, Some(q)) => q.shape(),
+            (None, None) => [0, 0],
+        }
+    }
+
+    /// The base weight as a dense `[out, in]` tensor: the stored one, or the
+    /// NF4 weight dequantized now (bitsandbytes' `dequantize_4bit`).
+    pub fn base_weight(&self) -> Tensor<2> {
+        match (&self.weight, &self.nf4) {
+            (Some(w), _) => w.val(),
+            (None, Some(q)) => q.dequantize(),
+            // `load` always sets one of the two.
+            (None, None) => Tensor::empty([0, 0], &Device::default()),
+        }
     }
 
     /// `[..., in] -> [..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // burn's `linear` takes the weight as `[in, out]`: a transposed view.
-        burn::tensor::module::linear(
-            x,
-            self.weight.val().transpose(),
+        let y = burn::tensor::module::linear(
+            x.clone(),
+            self.base_weight().transpose(),
             self.bias.as_ref().map(Param::val),
+        );
+        match &self.lora {
+            Some(lora) => y + lora.forward(x),
+            None => y,
+        }
+    }
+}
+
+/// An NF4-quantized, frozen base weight in bitsandbytes' layout, kept on
+/// the host and dequantized per forward into a fresh dense tensor on
+/// `device` (the reference path; the CubeCL dequant kernel in `ft-kernels`
+/// is the GPU twin).
+#[derive(Debug, Clone)]
+pub struct Nf4Weight {
+    /// The quantized values.
+    pub tensor: Arc<Nf4Tensor>,
+    /// Where the dequantized weight is built.
+    pub device: Device,
+}
+
+impl Nf4Weight {
+    /// Wraps a quantized `[out, in]` tensor.
+    pub fn new(tensor: Nf4Tensor, device: &Device) -> Self {
+        Self {
+            tensor: Arc::new(tensor),
+            device: device.clone(),
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        let s = self.tensor.shape();
+        [s[0], s.get(1).copied().unwrap_or(1)]
+    }
+
+    /// The dequantized weight as f32.
+    pub fn dequantize(&self) -> Tensor<2> {
+        Tensor::from_data(
+            TensorData::new(self.tensor.dequantize(), self.shape()),
+            &self.device,
         )
     }
+}
+
+/// The trainable low-rank update of a [`Linear`]: `s · dropout(x) Aᵀ Bᵀ`,
+/// `A` `[r, in]` and `B` `[out, r]`, named as PEFT names them (`lora_A`,
+/// `lora_B`).
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    /// `[r, in_features]`.
+    pub lora_a: Param<Tensor<2>>,
+    /// `[out_features, r]`.
+    pub lora_b: Param<Tensor<2>>,
+    /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+    #[module(skip)]
+    pub scale: f64,
+    /// Dropout on the adapter's input while training (`None`: no dropout).
+    #[module(skip)]
+    pub dropout: Option<Dropout>,
+}
+
+impl LoraAdapter {
+    /// `[..., in] -> [..., out]`: the scaled low-rank update alone.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let x = match &self.dropout {
+            Some(d) => d.apply(x),
+            None => x,
+        };
+        let h = burn::tensor::module::linear(x, self.lora_a.val().transpose(), None);
+        burn::tensor::module::linear(h, self.lora_b.val().transpose(), None) * self.scale
+    }
+}
+
+/// Inverted dropout whose masks come from a seeded counter-based generator
+/// on the host, so a run (and its resumption) draws the same masks: the
+/// trainer sets the stream for each micro-batch with [`Dropout::reseed`].
+/// While `training` is off (evaluation, generation) it is the identity.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    /// Probability of zeroing an element.
+    pub p: f64,
+    /// Shared with the trainer: (stream seed, draws so far, training on).
+    pub state: Arc<DropoutState>,
+}
+
+/// The shared state of every [`Dropout`] of a model.
+#[derive(Debug, Default)]
+pub struct DropoutState {
+    seed: AtomicU64,
+    draws: AtomicU64,
+    training: AtomicBool,
+}
+
+impl DropoutState {
+    /// Starts the mask stream for one micro-batch and turns training on.
+    pub fn reseed(&self, seed: u64) {
+        self.seed.store(seed, Ordering::SeqCst);
+        self.draws.store(0, Ordering::SeqCst);
+        self.training.store(true, Ordering::SeqCst);
+    }
+
+    /// Turns dropout off (evaluation) or on.
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Dropout {
+    fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if self.p <= 0.0 || !self.state.training.load(Ordering::SeqCst) {
+            return x;
+        }
+        let dims = x.dims();
+        let n: usize = dims.iter().product();
+        let seed = self.state.seed.load(Ordering::SeqCst);
+        let draw = self.state.draws.fetch_add(1, Ordering::SeqCst);
+        let keep = 1.0 - self.p;
+        let scale = (1.0 / keep) as f32;
+        let stream = splitmix64(seed ^ splitmix64(draw.wrapping_add(0x9e37_79b9)));
+        let mask: Vec<f32> = (0..n as u64)
+            .map(|i| {
+                let u = (splitmix64(stream.wrapping_add(i)) >> 11) as f64 / (1u64 << 53) as f64;
+                if u < keep { scale } else { 0.0 }
+            })
+            .collect();
+        let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device().inner());
+        x * mask
+    }
+}
+
+/// SplitMix64 (Steele et al. 2014): a counter-based 64-bit mixer.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019,

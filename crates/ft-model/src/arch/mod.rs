@@ -24,7 +24,7 @@ pub mod mistral;
 pub mod qwen2;
 pub mod qwen3;
 
-pub use decoder::{CausalLm, DecoderSpec};
+pub use decoder::{CausalLm, DecoderSpec, KvCache};
 pub use layers::RopeScaling;
 
 /// The [`DecoderSpec`] of `cfg` (read from `origin`), by architecture.
