@@ -164,12 +164,20 @@ pub struct HfConfig {
     pub sliding_window: Option<usize>,
     /// Qwen2/3: whether `sliding_window` applies at all.
     pub use_sliding_window: Option<bool>,
-    /// Stored weight dtype (`torch_dtype`, or `dtype` in transformers 5).
-    #[serde(alias = "dtype")]
+    /// Stored weight dtype as transformers 4 names the key.
     pub torch_dtype: Option<String>,
+    /// Stored weight dtype as transformers 5 names the key (configs written
+    /// for both carry both keys).
+    pub dtype: Option<String>,
 }
 
 impl HfConfig {
+    /// The stored weight dtype: `dtype` (transformers 5), else
+    /// `torch_dtype`.
+    pub fn weight_dtype(&self) -> Option<&str> {
+        self.dtype.as_deref().or(self.torch_dtype.as_deref())
+    }
+
     /// Reads and parses `config.json` at `path`.
     pub fn read(path: &Path) -> Result<Self, ArchError> {
         let bytes = std::fs::read(path).map_err(|source| ArchError::Io {
@@ -252,7 +260,16 @@ mod tests {
         );
         let c = HfConfig::read(&p).unwrap();
         assert_eq!(c.rope_theta(), 1_000_000.0);
-        assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
+        assert_eq!(c.weight_dtype(), Some("bfloat16"));
+
+        // Configs written for transformers 4 and 5 carry both dtype keys.
+        let p = write(
+            dir.path(),
+            &format!(
+                r#"{{"model_type":"llama",{base},"dtype":"float32","torch_dtype":"float32"}}"#
+            ),
+        );
+        assert_eq!(HfConfig::read(&p).unwrap().weight_dtype(), Some("float32"));
 
         assert!(c.rope_scaling().is_none());
         assert_eq!(c.head_dim(), 16);

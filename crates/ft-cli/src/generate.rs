@@ -39,6 +39,18 @@ pub(crate) struct GenerateArgs {
     /// Send the prompt as raw text instead of through the chat template.
     #[arg(long)]
     no_chat_template: bool,
+    /// Answer with base + this PEFT LoRA adapter (e.g. the `output_dir` of
+    /// `ft run`).
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<std::path::PathBuf>,
+    /// Answer the first user turn of every line of this jsonl file
+    /// (`messages` or `conversations`), one conversation each, and print a
+    /// score with `--expect`.
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    prompts_file: Option<std::path::PathBuf>,
+    /// With `--prompts-file`: count the answers containing this text.
+    #[arg(long, value_name = "TEXT", requires = "prompts_file")]
+    expect: Option<String>,
 }
 
 /// Runs `ft generate`.
@@ -58,6 +70,14 @@ pub(crate) fn run(args: GenerateArgs) -> Result<ExitCode> {
     let session = ChatSession::load(&loaded, opts, !args.no_chat_template);
     spin.finish_and_clear();
     let mut session = session.context("setting up generation")?;
+    if let Some(dir) = &args.adapter {
+        session = session
+            .with_adapter(dir)
+            .with_context(|| format!("loading the adapter in {}", dir.display()))?;
+    }
+    if let Some(file) = &args.prompts_file {
+        return score(&mut session, file, args.expect.as_deref());
+    }
     let interactive = args.prompt.is_none() && std::io::stdin().is_terminal();
     if interactive {
         return chat(&mut session);
@@ -148,6 +168,76 @@ fn chat(session: &mut ChatSession) -> Result<ExitCode> {
                 report(&reply, true);
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first user turn of each jsonl line.
+fn first_user_turns(file: &std::path::Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", file.display(), i + 1))?;
+        let turns = v
+            .get("messages")
+            .or_else(|| v.get("conversations"))
+            .and_then(|m| m.as_array())
+            .with_context(|| {
+                format!(
+                    "{}:{}: no `messages` or `conversations` list",
+                    file.display(),
+                    i + 1
+                )
+            })?;
+        let user = turns.iter().find(|t| {
+            let role = t
+                .get("role")
+                .or_else(|| t.get("from"))
+                .and_then(|r| r.as_str());
+            matches!(role, Some("user" | "human"))
+        });
+        let content = user
+            .and_then(|t| t.get("content").or_else(|| t.get("value")))
+            .and_then(|c| c.as_str())
+            .with_context(|| format!("{}:{}: no user turn", file.display(), i + 1))?;
+        out.push(content.to_string());
+    }
+    Ok(out)
+}
+
+/// `--prompts-file`: one fresh conversation per prompt; prints each answer
+/// and, with `expect`, how many contain it.
+fn score(
+    session: &mut ChatSession,
+    file: &std::path::Path,
+    expect: Option<&str>,
+) -> Result<ExitCode> {
+    let prompts = first_user_turns(file)?;
+    let mut hits = 0usize;
+    for p in &prompts {
+        session.reset();
+        let reply = session.reply(p, &mut |_| {})?;
+        let text = reply.text.trim().replace('\n', " ");
+        let hit = expect.is_some_and(|e| text.contains(e));
+        hits += usize::from(hit);
+        let mark = match expect {
+            Some(_) if hit => "✓ ",
+            Some(_) => "✗ ",
+            None => "",
+        };
+        println!("{mark}{p}\n    → {text}");
+    }
+    if let Some(e) = expect {
+        let pct = 100.0 * hits as f64 / prompts.len().max(1) as f64;
+        println!(
+            "score: {hits}/{} answers contain {e:?} ({pct:.0}%)",
+            prompts.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -335,15 +335,31 @@ fn merge(loaded: &Loaded) -> Result<()> {
     let report = ft_pipeline::merge::run_merge(loaded);
     spinner.finish_and_clear();
     let report = report?;
+    let delta = report
+        .tensors
+        .iter()
+        .map(|t| t.max_abs_lora_delta)
+        .fold(0f32, f32::max);
     println!(
-        "merged {} tensors ({} adapted) into {} ({} shard(s), {:.1} MB); max |ΔW| vs an f32 merge {:.3e}",
+        "merged {} tensors ({} changed) into {} ({} shard(s), {:.1} MB); largest adapter update |s·BA| {:.3e}; max |ΔW| vs an f32 merge on the original base {:.3e}",
         report.num_tensors,
         report.num_tensors - report.copied_tensors,
         report.output.display(),
         report.shards.len(),
         report.total_size as f64 / 1e6,
+        delta,
         report.max_abs_vs_f32_merge()
     );
+    if let Some(q) = report
+        .tensors
+        .iter()
+        .filter_map(|t| t.max_abs_dequantized_vs_original)
+        .reduce(f32::max)
+    {
+        println!(
+            "merged onto the NF4-dequantized base QLoRA trained against (max |W_nf4 - W| {q:.3e}; `merge.base: original` for the other choice)"
+        );
+    }
     Ok(())
 }
 

@@ -190,34 +190,7 @@ impl TensorSource for GgufSource {
     }
 }
 
-/// Undoes llama.cpp's q/k row permutation: `data` is `[rows, cols]`
-/// row-major (`cols` may be 1, for a bias) with `rows = heads · d`; within
-/// each head, stored row `2j + t` goes back to row `t·d/2 + j`. `None` if
-/// `rows` is not a multiple of `2·heads`.
-pub fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
-    if heads == 0
-        || rows == 0
-        || !rows.is_multiple_of(2 * heads)
-        || !data.len().is_multiple_of(rows)
-    {
-        return None;
-    }
-    let cols = data.len() / rows;
-    let d = rows / heads;
-    let half = d / 2;
-    let mut out = vec![0.0; data.len()];
-    for h in 0..heads {
-        for t in 0..2 {
-            for j in 0..half {
-                let src = h * d + 2 * j + t;
-                let dst = h * d + t * half + j;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    Some(out)
-}
+pub use ft_gguf::unpermute_rows;
 
 /// Loads a GGUF model onto `device`, dequantized to f32.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<CausalLm, ModelError> {
@@ -231,36 +204,6 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<CausalLm, ModelError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    /// llama.cpp's `permute` (convert_hf_to_gguf.py) on row indices:
-    /// `reshape(heads, 2, d/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
-    fn permute_like_llama_cpp(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
-        let cols = data.len() / rows;
-        let (d, half) = (rows / heads, rows / heads / 2);
-        let mut out = vec![0.0; data.len()];
-        for h in 0..heads {
-            for j in 0..half {
-                for t in 0..2 {
-                    // output index (h, j, t) reads input (h, t, j)
-                    let dst = h * d + j * 2 + t;
-                    let src = h * d + t * half + j;
-                    out[dst * cols..(dst + 1) * cols]
-                        .copy_from_slice(&data[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
-        let (rows, cols, heads) = (24, 3, 3);
-        let data: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-        let permuted = permute_like_llama_cpp(&data, rows, heads);
-        assert_ne!(permuted, data);
-        assert_eq!(unpermute_rows(&permuted, rows, heads).unwrap(), data);
-        assert_eq!(unpermute_rows(&data, 10, 3), None);
-    }
 
     /// Real SmolLM2-135M-Instruct (Q4_1/Q8_0 GGUF): the greedy answer to
     /// a chat-templated "What is the capital of France?" names Paris.

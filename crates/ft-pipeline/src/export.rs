@@ -12,10 +12,9 @@ use crate::load::Loaded;
 use crate::merge::{merged_dir, run_merge};
 use crate::train::RunError;
 
-/// `<output_dir>/<name>-<type>.gguf`.
-pub fn gguf_path(loaded: &Loaded, gguf: GgufType) -> PathBuf {
-    let out = loaded.output_dir();
-    let name = out
+/// `<dir's name>-<type>.gguf`, e.g. `quickstart-q8_0.gguf`.
+fn gguf_file_name(dir: &Path, gguf: GgufType) -> String {
+    let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
@@ -23,7 +22,13 @@ pub fn gguf_path(loaded: &Loaded, gguf: GgufType) -> PathBuf {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "gguf".into());
-    out.join(format!("{name}-{ty}.gguf"))
+    format!("{name}-{ty}.gguf")
+}
+
+/// `<output_dir>/<output_dir's name>-<type>.gguf`.
+pub fn gguf_path(loaded: &Loaded, gguf: GgufType) -> PathBuf {
+    let out = loaded.output_dir();
+    out.join(gguf_file_name(&out, gguf))
 }
 
 fn read_opt(path: &Path) -> Option<String> {
@@ -78,16 +83,6 @@ pub fn export_dir(
     gguf: GgufType,
     output: Option<PathBuf>,
 ) -> Result<ExportReport, RunError> {
-    let output = output.unwrap_or_else(|| {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
-        let ty = serde_json::to_value(gguf)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        dir.with_file_name(format!("{name}-{ty}.gguf"))
-    });
+    let output = output.unwrap_or_else(|| dir.with_file_name(gguf_file_name(dir, gguf)));
     Ok(export_gguf(&ExportOptions::new(dir, output, gguf))?)
 }

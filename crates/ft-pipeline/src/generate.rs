@@ -177,6 +177,17 @@ impl ChatSession {
         })
     }
 
+    /// Attaches a PEFT LoRA adapter directory (e.g. the `output_dir` of
+    /// `ft run`) to the loaded base, so answers come from base + adapter.
+    pub fn with_adapter(mut self, dir: &std::path::Path) -> Result<Self, GenerateError> {
+        // The base's device, without autodiff: the adapter is not trained here.
+        let device = self.model.model.embed_tokens.weight.val().device().inner();
+        ft_model::lora::load_peft(&mut self.model, dir, &device)?;
+        self.cache = self.model.new_cache();
+        self.cached_ids.clear();
+        Ok(self)
+    }
+
     /// The options in use (with the stop tokens added by [`load`](Self::load)).
     pub fn options(&self) -> &GenerateOptions {
         &self.opts

@@ -505,3 +505,47 @@ fn crash_and_resume_gives_identical_adapter() {
     assert!(a == b, "resumed adapter differs from the uninterrupted one");
     let _ = LrScheduler::Cosine;
 }
+
+/// PEFT's own saved adapter (after one step) loads into ft and gives PEFT's
+/// logits; ft's saved adapter has exactly PEFT's tensor names and shapes.
+#[test]
+fn peft_saved_adapter_loads_and_matches_peft_logits() {
+    let fx = Fixture::open();
+    let device = Device::flex();
+    let mut model = tiny_llama(&device);
+    let dir = root().join("tests/fixtures/train/peft_step_adapter");
+    let (spec, _) = lora::load_peft(&mut model, &dir, &device).unwrap();
+    assert_eq!((spec.r, spec.alpha), (4, 8.0));
+    let (_, ids) = fx.i64s("input_ids");
+    let seqs: Vec<Vec<Vec<u32>>> = (0..2)
+        .map(|r| {
+            vec![
+                ids[r * 24..(r + 1) * 24]
+                    .iter()
+                    .map(|&x| x as u32)
+                    .collect(),
+            ]
+        })
+        .collect();
+    let logits = to_host(
+        "logits",
+        model.forward(&PackedBatch::from_rows(&seqs, 0, &device)),
+    )
+    .unwrap();
+    let (_, want) = fx.f32s("logits_after");
+    let e = rel_err(&logits, &want);
+    assert!(e <= 1e-4, "logits rel err {e}");
+
+    // ft writes the same names and shapes PEFT does.
+    let out = tempfile::tempdir().unwrap();
+    lora::save_peft(&model, &spec, "tests/fixtures/models/llama", out.path()).unwrap();
+    let ours = adapter_tensors(out.path());
+    let theirs = adapter_tensors(&dir);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &ours {
+        assert_eq!(v, &theirs[k], "{k} round-trips exactly");
+    }
+}

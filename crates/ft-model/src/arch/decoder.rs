@@ -218,15 +218,6 @@ fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
         .reshape([b, kv * n_rep, s, hd])
 }
 
-/// [`Mlp::forward`] on 2-D rows `[n, hidden]`: `Mlp::forward` takes
-/// `[b, s, hidden]`, and a 3-D input makes burn's `linear` reshape the
-/// transposed weight view, which the flex backend answers with a copy of
-/// every weight per call (most of a decode step's time). Same arithmetic.
-fn mlp_rows(mlp: &Mlp, x: Tensor<2>) -> Tensor<2> {
-    let gate = burn::tensor::activation::silu(mlp.gate_proj.forward(x.clone()));
-    mlp.down_proj.forward(gate * mlp.up_proj.forward(x))
-}
-
 /// One pre-norm block (`model.layers.{i}`).
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
@@ -292,12 +283,7 @@ impl DecoderLayer {
                 mask,
                 cache,
             );
-        let [b, s, hidden] = h.dims();
-        let x = self
-            .post_attention_layernorm
-            .forward(h.clone())
-            .reshape([b * s, hidden]);
-        h + mlp_rows(&self.mlp, x).reshape([b, s, hidden])
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
 

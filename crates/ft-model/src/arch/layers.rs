@@ -107,16 +107,25 @@ impl Linear {
 
     /// `[..., in] -> [..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        // Flatten to 2-D rows first: burn's `linear` on a 3-D input with a
+        // transposed weight view makes the flex backend copy the whole
+        // weight on every call.
+        let dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let x2: Tensor<2> = x.reshape([rows, dims[D - 1]]);
         // burn's `linear` takes the weight as `[in, out]`: a transposed view.
         let y = burn::tensor::module::linear(
-            x.clone(),
+            x2.clone(),
             self.base_weight().transpose(),
             self.bias.as_ref().map(Param::val),
         );
-        match &self.lora {
-            Some(lora) => y + lora.forward(x),
+        let y = match &self.lora {
+            Some(lora) => y + lora.forward(x2),
             None => y,
-        }
+        };
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        y.reshape(out)
     }
 }
 
@@ -456,8 +465,8 @@ impl Mlp {
         })
     }
 
-    /// `[batch, seq, hidden] -> [batch, seq, hidden]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `[..., hidden] -> [..., hidden]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let gate = activation::silu(self.gate_proj.forward(x.clone()));
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
