@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use ft_model::config::BaseModelRef;
 use ft_model::generate::{GenerateOptions, Generation, KvCache, generate_cached};
 use ft_model::{CausalLm, DeviceError, ModelError};
-use ft_template::{ChatTemplate, FixedDate, RenderOptions, TemplateError, TemplateMessage};
+use ft_template::{ChatTemplate, TemplateError, TemplateMessage};
 use ft_tokenize::{HfTokenizer, TokenizeError};
 
 use crate::load::Loaded;
@@ -127,21 +127,10 @@ impl ChatSession {
                 &tok_dir,
                 &loaded.ctx.config_dir,
             )?;
-            let date = cfg
-                .template
-                .date_string
-                .as_deref()
-                .map(FixedDate::parse)
-                .transpose()?;
-            let options = RenderOptions {
-                kwargs: cfg.template.chat_template_kwargs.clone(),
-                date,
-            };
-            Some(ChatTemplate::new(
-                &src.name,
-                &src.source,
-                tokenizer.config.special.clone(),
-                options,
+            Some(ft_tokenize::prepare::compile_chat_template(
+                &cfg.template,
+                &src,
+                &tokenizer,
             )?)
         } else {
             None

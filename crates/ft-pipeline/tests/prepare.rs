@@ -12,7 +12,7 @@ fn repo() -> PathBuf {
 }
 
 #[test]
-fn quickstart_preprocesses_with_a_tokenizer_dir_and_explains_gguf() {
+fn quickstart_preprocesses_with_the_gguf_tokenizer_as_with_the_hf_one() {
     let cfg = repo().join("examples/quickstart.yml");
     if !repo()
         .join("examples/models/smollm2-135m-instruct.gguf")
@@ -24,14 +24,20 @@ fn quickstart_preprocesses_with_a_tokenizer_dir_and_explains_gguf() {
     let out = tempfile::tempdir().unwrap();
     let set_out = format!("output_dir={}", out.path().display());
 
-    // Without `model.tokenizer` the GGUF base gives a typed, actionable error.
-    let loaded = load_file(&cfg, &[set_out.clone(), "model.tokenizer=".to_string()]).unwrap();
-    let e = ft_pipeline::prepare::preprocess(&loaded)
-        .unwrap_err()
-        .to_string();
+    // Without `model.tokenizer` the tokenizer is rebuilt from the GGUF's
+    // metadata; the rows must equal those of SmolLM2's HF tokenizer.json.
+    let from_gguf = tempfile::tempdir().unwrap();
+    let loaded = load_file(
+        &cfg,
+        &[format!("output_dir={}", from_gguf.path().display())],
+    )
+    .unwrap();
+    let (gguf_rows, _, _) = ft_pipeline::prepare::preprocess(&loaded).unwrap();
     assert!(
-        e.contains("tokenizer from GGUF not supported yet") && e.contains("model.tokenizer"),
-        "{e}"
+        from_gguf
+            .path()
+            .join("tokenizer-from-gguf/tokenizer.json")
+            .is_file()
     );
 
     let set = [
@@ -41,6 +47,8 @@ fn quickstart_preprocesses_with_a_tokenizer_dir_and_explains_gguf() {
     let loaded = load_file(&cfg, &set).unwrap();
     let (prepared, fresh, report) = ft_pipeline::prepare::preprocess(&loaded).unwrap();
     assert_eq!(fresh, Freshness::Ran);
+    assert_eq!(prepared.train, gguf_rows.train);
+    assert_eq!(prepared.eval, gguf_rows.eval);
     assert!(prepared.dir.starts_with(out.path().join("prepared")));
     assert_eq!(
         report.train.samples_read + report.eval.samples_read,

@@ -55,6 +55,31 @@ pub struct PrepareStage {
     inputs: OnceLock<Vec<Input>>,
 }
 
+/// Compiles a resolved chat template with the `template:` section's
+/// `chat_template_kwargs` and fixed `date_string`, and the tokenizer's
+/// special tokens: the template as preparation and generation render it.
+pub fn compile_chat_template(
+    cfg: &TemplateConfig,
+    src: &source::TemplateSource,
+    tok: &HfTokenizer,
+) -> Result<ChatTemplate, TokenizeError> {
+    let date = cfg
+        .date_string
+        .as_deref()
+        .map(FixedDate::parse)
+        .transpose()?;
+    let options = RenderOptions {
+        kwargs: cfg.chat_template_kwargs.clone(),
+        date,
+    };
+    Ok(ChatTemplate::new(
+        &src.name,
+        &src.source,
+        tok.config.special.clone(),
+        options,
+    )?)
+}
+
 /// The whole report of a preprocessing run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PrepareReport {
@@ -151,22 +176,7 @@ impl PrepareStage {
         let Some(src) = self.template_source()? else {
             return Ok(None);
         };
-        let date = self
-            .template
-            .date_string
-            .as_deref()
-            .map(FixedDate::parse)
-            .transpose()?;
-        let options = RenderOptions {
-            kwargs: self.template.chat_template_kwargs.clone(),
-            date,
-        };
-        Ok(Some(ChatTemplate::new(
-            &src.name,
-            &src.source,
-            tok.config.special.clone(),
-            options,
-        )?))
+        Ok(Some(compile_chat_template(&self.template, &src, tok)?))
     }
 
     fn input_list(&self) -> Result<Vec<Input>, TokenizeError> {
