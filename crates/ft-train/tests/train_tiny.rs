@@ -141,6 +141,23 @@ fn grads_of(
     (value, grads)
 }
 
+/// The loss within 1e-5 and every LoRA gradient within 1e-4 (relative) of
+/// the fixture's `{prefix}loss` / `{prefix}grad.<key>`.
+fn check_loss_and_grads(fx: &Fixture, prefix: &str, loss: f32, grads: &BTreeMap<String, Vec<f32>>) {
+    let (_, want_loss) = fx.f32s(&format!("{prefix}loss"));
+    assert!(
+        (loss - want_loss[0]).abs() <= 1e-5 * want_loss[0],
+        "{prefix}loss {loss} vs {}",
+        want_loss[0]
+    );
+    let mut worst = 0f32;
+    for (k, g) in grads {
+        let (_, want) = fx.f32s(&format!("{prefix}grad.{k}"));
+        worst = worst.max(rel_err(g, &want));
+    }
+    assert!(worst <= 1e-4, "worst {prefix}gradient rel err {worst}");
+}
+
 /// Forward with the adapter, loss, every LoRA gradient and one AdamW step
 /// equal PEFT's on the same init and batch.
 #[test]
@@ -174,18 +191,7 @@ fn one_lora_step_matches_peft() {
     assert!(e <= 1e-4, "logits rel err {e}");
 
     let (loss, grads) = grads_of(&model, &refs, &device);
-    let (_, want_loss) = fx.f32s("loss");
-    assert!(
-        (loss - want_loss[0]).abs() <= 1e-5 * want_loss[0],
-        "loss {loss} vs {}",
-        want_loss[0]
-    );
-    let mut worst = 0f32;
-    for (k, g) in &grads {
-        let (_, want) = fx.f32s(&format!("grad.{k}"));
-        worst = worst.max(rel_err(g, &want));
-    }
-    assert!(worst <= 1e-4, "worst gradient rel err {worst}");
+    check_loss_and_grads(&fx, "", loss, &grads);
 
     // One AdamW step (lr 1e-3, no decay) from the same init.
     let mut opt = AdamW::new(lora::lora_host(&model).unwrap());
@@ -228,18 +234,7 @@ fn packed_row_matches_peft_separate_samples() {
         vec![second as u32, (ids.len() - second) as u32],
     );
     let (loss, grads) = grads_of(&model, &[&row], &device);
-    let (_, want_loss) = fx.f32s("packed.loss");
-    assert!(
-        (loss - want_loss[0]).abs() <= 1e-5 * want_loss[0],
-        "packed loss {loss} vs {}",
-        want_loss[0]
-    );
-    let mut worst = 0f32;
-    for (k, g) in &grads {
-        let (_, want) = fx.f32s(&format!("packed.grad.{k}"));
-        worst = worst.max(rel_err(g, &want));
-    }
-    assert!(worst <= 1e-4, "worst packed gradient rel err {worst}");
+    check_loss_and_grads(&fx, "packed.", loss, &grads);
 }
 
 /// A toy task with an obvious pattern: each sample counts up from a random
