@@ -16,58 +16,11 @@ use half::bf16;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::Value;
 
-/// PEFT merges in f32 with BLAS; we sum B·A in a fixed order.
-const F32_TOL: f32 = 1e-6;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{F32_TOL, load_file as load, root};
 
 fn tiny_gguf() -> PathBuf {
     root().join("tests/fixtures/gguf/tiny_llama.gguf")
-}
-
-/// A tensor read back: dtype, shape, values as f32.
-struct T {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl T {
-    fn f32(&self) -> Vec<f32> {
-        match self.dtype {
-            Dtype::F32 => self
-                .bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::BF16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            d => panic!("dtype {d}"),
-        }
-    }
-}
-
-fn load(path: &Path) -> BTreeMap<String, T> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(name, v): (String, TensorView<'_>)| {
-            (
-                name,
-                T {
-                    dtype: v.dtype(),
-                    shape: v.shape().to_vec(),
-                    bytes: v.data().to_vec(),
-                },
-            )
-        })
-        .collect()
 }
 
 fn read_json(path: &Path) -> Value {

@@ -6,15 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ft_merge::{BaseWeights, MergeDtype, MergeError, MergeOptions, merge_lora};
-use half::{bf16, f16};
 use safetensors::tensor::{Dtype, TensorView};
 
-/// PEFT merges in f32 with BLAS; we sum B·A in a fixed order.
-const F32_TOL: f32 = 1e-6;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{F32_TOL, T, load_file, root};
 
 fn model(name: &str) -> PathBuf {
     root().join("tests/fixtures/models").join(name)
@@ -22,55 +17,6 @@ fn model(name: &str) -> PathBuf {
 
 fn adapter(name: &str) -> PathBuf {
     root().join("tests/fixtures/adapters").join(name)
-}
-
-/// A loaded tensor: dtype, shape, raw bytes.
-#[derive(Debug, Clone, PartialEq)]
-struct T {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl T {
-    fn f32(&self) -> Vec<f32> {
-        match self.dtype {
-            Dtype::F32 => self
-                .bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            d => panic!("dtype {d}"),
-        }
-    }
-}
-
-fn load_file(path: &Path) -> BTreeMap<String, T> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(name, v): (String, TensorView<'_>)| {
-            (
-                name,
-                T {
-                    dtype: v.dtype(),
-                    shape: v.shape().to_vec(),
-                    bytes: v.data().to_vec(),
-                },
-            )
-        })
-        .collect()
 }
 
 /// Every tensor of an HF model directory, single-file or sharded.
