@@ -139,11 +139,12 @@ fn schema_prints_and_write_matches_checked_in() {
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let p = entry.unwrap().path();
         let name = p.file_name().unwrap();
-        let checked_in = std::fs::read(repo().join("schemas").join(name)).unwrap();
-        assert_eq!(
-            std::fs::read(&p).unwrap(),
-            checked_in,
-            "{name:?} differs from schemas/"
+        let checked_in = std::fs::read_to_string(repo().join("schemas").join(name))
+            .unwrap_or_else(|e| panic!("schemas/{name:?}: {e}; run `ft schema --write`"));
+        let written = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            written == checked_in,
+            "schemas/{name:?} is stale: run `ft schema --write` and commit it.\n--- written\n{written}\n--- checked in\n{checked_in}"
         );
     }
 }
