@@ -28,6 +28,17 @@ echo "held-out score before: $(grep '^score' "$prompts.before")"
 echo "held-out score after:  $(grep '^score' "$prompts.after")"
 rm -f "$prompts.before" "$prompts.after"
 gguf=$(ls "$out"/*.gguf | head -n 1)
+# The exported GGUF in llama.cpp itself, when node-llama-cpp is installed
+# (tests/llamacpp/install.sh): same prompts, the GGUF's own chat template.
+nlc=${FT_NODE_LLAMA_CPP:-$HOME/.cache/ft/llamacpp/node_modules/node-llama-cpp}
+if command -v node >/dev/null && [ -f "$nlc/dist/index.js" ]; then
+  echo "== the exported $gguf in llama.cpp (node-llama-cpp)"
+  printf '{"mode":"chat","model":"%s","prompts_jsonl":"%s","n":%d,"max_tokens":48,"expect":"Captain Byte"}' \
+    "$gguf" "$held_out" "$n" > "$prompts.llama"
+  FT_LLAMACPP_THREADS=2 node tests/llamacpp/run.mjs "$nlc" "$prompts.llama" | tee "$prompts.llama.out"
+  echo "held-out score of the GGUF in llama.cpp: $(grep '^score' "$prompts.llama.out")"
+  rm -f "$prompts.llama" "$prompts.llama.out"
+fi
 echo
 echo "Run it in llama.cpp:  llama-cli -m $gguf -cnv"
 echo "or Ollama:            ollama create pirate -f $out/Modelfile && ollama run pirate"

@@ -96,6 +96,14 @@ enum Command {
         /// The axolotl config.
         config: PathBuf,
     },
+    /// Compare finished runs: one row per `run_summary.json` (model,
+    /// adapter, rank, losses, speed, memory). A directory without one
+    /// contributes its subdirectories that have one.
+    Runs {
+        /// Run output directories, or directories holding them.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -231,6 +239,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportAxolotl { config } => import::run(&config),
+        Command::Runs { dirs } => {
+            let runs = ft_pipeline::runs::find_runs(&dirs)?;
+            print!("{}", ft_pipeline::runs::table(&runs));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(c) => {
             let Some(loaded) = load(&c.config, &c.set) else {
                 return Ok(ExitCode::FAILURE);
@@ -295,7 +308,23 @@ fn run_pipeline(loaded: &Loaded) -> Result<ExitCode> {
             );
         });
     }
-    let mut ui = train_ui::TrainUi::new(None);
+    let train = &loaded.config.train;
+    let sampler: Option<train_ui::Sampler> = if train.sample_prompts.is_empty() {
+        None
+    } else {
+        match ft_pipeline::generate::sampler(
+            loaded,
+            train.sample_prompts.clone(),
+            train.sample_max_new_tokens as usize,
+        ) {
+            Ok(f) => Some(Box::new(f)),
+            Err(e) => {
+                eprintln!("warning: `train.sample_prompts` will not be generated: {e}");
+                None
+            }
+        }
+    };
+    let mut ui = train_ui::TrainUi::new(sampler);
     let result = ft_pipeline::train::run_training(loaded, &mut ui, Some(stop));
     ui.finish();
     let report = result?;
@@ -334,7 +363,8 @@ fn merge(loaded: &Loaded) -> Result<()> {
     let spinner = progress::spinner("merging the adapter into the base");
     let report = ft_pipeline::merge::run_merge(loaded);
     spinner.finish_and_clear();
-    let report = report?;
+    let merged = report?;
+    let report = &merged.report;
     let delta = report
         .tensors
         .iter()
@@ -358,6 +388,17 @@ fn merge(loaded: &Loaded) -> Result<()> {
     {
         println!(
             "merged onto the NF4-dequantized base QLoRA trained against (max |W_nf4 - W| {q:.3e}; `merge.base: original` for the other choice)"
+        );
+    }
+    for f in &merged.logit_fidelity {
+        let a = &f.agreement;
+        println!(
+            "merged vs {}: top-1 agreement {:.1}%, KL mean {:.2e} max {:.2e} nats over {} held-out positions",
+            f.reference,
+            100.0 * a.top1_agreement,
+            a.mean_kl,
+            a.max_kl,
+            a.positions
         );
     }
     Ok(())

@@ -52,6 +52,8 @@ fn quickstart_pipeline_in_short() {
         // below uses, so both must give the same answer.
         "--set",
         "merge.base=original",
+        "--set",
+        "train.sample_max_new_tokens=6",
     ];
     let mut args = vec!["run", "examples/quickstart.yml"];
     args.extend(common);
@@ -80,6 +82,63 @@ fn quickstart_pipeline_in_short() {
             .filter(|l| l.contains("\"type\":\"train\""))
             .count(),
         2
+    );
+    // Both sample prompts of the config are generated at the start and at
+    // the end, logged beside the metrics and shown.
+    let samples: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] == "sample")
+        .collect();
+    let steps: Vec<u64> = samples
+        .iter()
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 0, 2, 2], "{metrics}");
+    assert_eq!(samples[0]["prompt"], "What is the moon?");
+    assert!(
+        samples
+            .iter()
+            .all(|v| !v["output"].as_str().unwrap().trim().is_empty()
+                && !v["output"].as_str().unwrap().starts_with("<error")),
+        "{metrics}"
+    );
+    assert!(
+        stdout.contains("sample @ step 2: \"What is 7 plus 5?\""),
+        "{stdout}"
+    );
+
+    // The merge's fidelity report: merged (on the original base, in f32)
+    // against the original base + adapter agrees to rounding; against the
+    // NF4 base the adapter was trained on it differs by the NF4 error.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("merge_report.json")).unwrap()).unwrap();
+    let fid = report["logit_fidelity"].as_array().unwrap();
+    assert_eq!(fid.len(), 2, "{report}");
+    assert_eq!(fid[1]["reference"], "original base + adapter");
+    assert!(fid[1]["positions"].as_u64().unwrap() > 20, "{report}");
+    assert!(fid[1]["mean_kl"].as_f64().unwrap() < 1e-6, "{report}");
+    assert!(
+        fid[1]["top1_agreement"].as_f64().unwrap() >= 0.99,
+        "{report}"
+    );
+    assert!(
+        fid[0]["mean_kl"].as_f64().unwrap() > fid[1]["mean_kl"].as_f64().unwrap(),
+        "{report}"
+    );
+    assert!(
+        stdout.contains("merged vs original base + adapter: top-1 agreement"),
+        "{stdout}"
+    );
+
+    // `ft runs` lists the run.
+    let (ok, table, stderr) = ft(&["runs", out_dir.to_str().unwrap()]);
+    assert!(ok, "ft runs failed: {stderr}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[1].contains("smollm2-135m-instruct.gguf") && lines[1].contains("qlora"),
+        "{table}"
     );
 
     // The exported GGUF is a readable llama GGUF with the training template.
@@ -116,4 +175,126 @@ fn quickstart_pipeline_in_short() {
     let from_merged = ask(&["--set", merged.as_str()]);
     assert!(!with_adapter.is_empty());
     assert_eq!(with_adapter, from_merged);
+}
+
+/// `kill -9` in the middle of a run, then `resume_from_checkpoint: true`,
+/// ends with the same adapter bytes as a run that was never interrupted.
+#[test]
+fn kill_9_mid_run_then_resume_gives_the_same_adapter() {
+    let gguf = repo().join("examples/models/smollm2-135m-instruct.gguf");
+    if !gguf.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent; run scripts/fetch-smollm2.sh",
+            gguf.display()
+        );
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    // Training only (no merge or export), with dropout so that the RNG
+    // state must be restored too; 5 steps, a checkpoint after each.
+    let root = repo();
+    let config = |dir: &Path| -> PathBuf {
+        let yaml = format!(
+            r#"output_dir: {out}
+seed: 7
+model:
+  base_model: {repo}/examples/models/smollm2-135m-instruct.gguf
+  load_in_4bit: true
+  device: cpu
+data:
+  datasets:
+    - path: {repo}/examples/data/pirate_train.jsonl
+      type: chat_template
+tokenize:
+  sequence_len: 64
+  sample_packing: true
+adapter:
+  type: qlora
+  lora_r: 8
+  lora_alpha: 16
+  lora_dropout: 0.1
+  lora_target_modules: [q_proj, v_proj]
+train:
+  micro_batch_size: 1
+  max_steps: 5
+  learning_rate: 1.0e-3
+  warmup_steps: 1
+  logging_steps: 1
+  save_steps: 1
+"#,
+            out = dir.display(),
+            repo = root.display()
+        );
+        let path = dir.with_extension("yml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    let args = |dir: &Path, extra: &[String]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["run".into(), config(dir).display().to_string()];
+        for kv in extra {
+            a.push("--set".into());
+            a.push(kv.clone());
+        }
+        a
+    };
+    let whole = out.path().join("whole");
+    let o = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(args(&whole, &[]))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The same run, killed once checkpoint-2 is complete (step 3 is running).
+    let cut = out.path().join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(args(&cut, &[]))
+        .current_dir(repo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = cut.join("checkpoints/checkpoint-2/trainer_state.json");
+    let t0 = std::time::Instant::now();
+    while !marker.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before checkpoint-2 could be waited for"
+        );
+        assert!(
+            t0.elapsed().as_secs() < 600,
+            "no checkpoint-2 after 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !cut.join("adapter_model.safetensors").exists(),
+        "the killed run got to the end; it must be cut mid-run"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_ft"))
+        .args(args(&cut, &["train.resume_from_checkpoint=true".into()]))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("resumed at step"), "{stdout}");
+    let a = std::fs::read(whole.join("adapter_model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("adapter_model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the resumed run's adapter differs from the uninterrupted run's"
+    );
+    // The metrics of the resumed run continue the killed one's: every
+    // step logged once.
+    let metrics = std::fs::read_to_string(cut.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5], "{metrics}");
 }

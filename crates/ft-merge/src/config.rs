@@ -51,6 +51,15 @@ pub struct MergeConfig {
     /// Which base weights to add the adapter to. Default: auto.
     #[serde(default)]
     pub base: MergeBase,
+    /// Prepared rows (validation split first) on which the fidelity report
+    /// compares the merged model's predictions with base + adapter
+    /// unmerged (KL divergence, top-1 agreement). 0 skips it. Default: 4.
+    #[serde(default = "default_fidelity_rows")]
+    pub fidelity_rows: u32,
+}
+
+fn default_fidelity_rows() -> u32 {
+    4
 }
 
 impl Default for MergeConfig {
@@ -59,6 +68,7 @@ impl Default for MergeConfig {
             dtype: MergeDtype::Auto,
             max_shard_size: default_shard(),
             base: MergeBase::Auto,
+            fidelity_rows: default_fidelity_rows(),
         }
     }
 }

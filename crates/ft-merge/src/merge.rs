@@ -690,5 +690,26 @@ fn copy_extra_files(opts: &MergeOptions, base: &Base, out: &Path) -> Result<Vec<
         }
         copied.push(name.to_string());
     }
+    // A GGUF base with an adapter that brought no tokenizer (e.g. one
+    // trained elsewhere): the tokenizer is rebuilt from the GGUF's
+    // `tokenizer.ggml.*` metadata, so the merged model is complete.
+    if let Base::Gguf(_) = base
+        && !copied.iter().any(|c| c == "tokenizer.json")
+    {
+        let gguf_err = |e: String| MergeError::GgufBase {
+            path: opts.base_model.clone(),
+            problem: format!("rebuilding its tokenizer: {e}"),
+            help: "put the model's tokenizer.json and tokenizer_config.json into the adapter directory",
+        };
+        let tok = ft_tokenize::tokenizer_from_gguf(&opts.base_model)
+            .map_err(|e| gguf_err(e.to_string()))?;
+        let json = tok.tokenizer_json().map_err(|e| gguf_err(e.to_string()))?;
+        ft_core::atomic::write_file(out.join("tokenizer.json"), json.as_bytes())?;
+        copied.push("tokenizer.json".to_string());
+        if !copied.iter().any(|c| c == "tokenizer_config.json") {
+            write_json(out, "tokenizer_config.json", &tok.tokenizer_config())?;
+            copied.push("tokenizer_config.json".to_string());
+        }
+    }
     Ok(copied)
 }

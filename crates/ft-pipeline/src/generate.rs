@@ -82,34 +82,31 @@ pub struct Reply {
     pub reused_tokens: usize,
 }
 
-/// A conversation with a config's base model.
-pub struct ChatSession {
-    model: CausalLm,
+/// The tokenizer, chat template and generation options of a config: turns
+/// a conversation into prompt ids and generated ids into text, for any
+/// model with that vocabulary (the base in [`ChatSession`], the model being
+/// trained in [`sampler`]).
+pub struct Prompter {
     tokenizer: HfTokenizer,
     /// `None`: prompts go to the model as raw text (`--no-chat-template`).
     template: Option<ChatTemplate>,
-    messages: Vec<TemplateMessage>,
     opts: GenerateOptions,
-    cache: KvCache,
-    /// The tokens whose keys and values are in `cache`.
-    cached_ids: Vec<u32>,
 }
 
-impl std::fmt::Debug for ChatSession {
+impl std::fmt::Debug for Prompter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatSession")
-            .field("arch", &self.model.spec.arch)
+        f.debug_struct("Prompter")
+            .field("tokenizer", &self.tokenizer.dir)
             .field("template", &self.template)
-            .field("messages", &self.messages.len())
-            .field("cached", &self.cached_ids.len())
+            .field("opts", &self.opts)
             .finish()
     }
 }
 
-impl ChatSession {
-    /// Loads the base model, tokenizer and (with `chat_template`) the
-    /// template of `loaded`. `opts.stop_token_ids` is extended with the
-    /// tokenizer's EOS and end-of-turn tokens.
+impl Prompter {
+    /// The tokenizer and (with `chat_template`) the template of `loaded`,
+    /// found and resolved as the prepare stage does. `opts.stop_token_ids`
+    /// is extended with the tokenizer's EOS and end-of-turn tokens.
     pub fn load(
         loaded: &Loaded,
         mut opts: GenerateOptions,
@@ -117,7 +114,6 @@ impl ChatSession {
     ) -> Result<Self, GenerateError> {
         opts.check()?;
         let cfg = &loaded.config;
-        // 1. Tokenizer and template, as the prepare stage finds them.
         let tok_dir = prepare::tokenizer_dir(loaded)?;
         let tokenizer = HfTokenizer::load(&tok_dir)?;
         let template = if chat_template {
@@ -140,6 +136,124 @@ impl ChatSession {
                 opts.stop_token_ids.push(id);
             }
         }
+        Ok(Self {
+            tokenizer,
+            template,
+            opts,
+        })
+    }
+
+    /// The options in use (with the stop tokens added by [`load`](Self::load)).
+    pub fn options(&self) -> &GenerateOptions {
+        &self.opts
+    }
+
+    /// The prompt ids for `user` after the conversation `history`: the
+    /// rendered conversation with a generation prompt, or with raw prompts
+    /// `user` alone with the tokenizer's special tokens (BOS).
+    pub fn prompt_ids(
+        &self,
+        history: &[TemplateMessage],
+        user: &str,
+    ) -> Result<Vec<u32>, GenerateError> {
+        let (text, special) = match &self.template {
+            Some(t) => {
+                let mut msgs = history.to_vec();
+                msgs.push(TemplateMessage::new("user", user));
+                // The template writes BOS itself (as transformers'
+                // apply_chat_template, which tokenizes without specials).
+                (t.render(&msgs, true)?, false)
+            }
+            None => (user.to_string(), true),
+        };
+        let enc = self
+            .tokenizer
+            .inner
+            .encode(text, special)
+            .map_err(|e| self.tokenizer_error(e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// `model`'s answer to `user` as the first turn of a conversation
+    /// (a fresh KV cache), decoded.
+    pub fn answer(&self, model: &CausalLm, user: &str) -> Result<String, GenerateError> {
+        let ids = self.prompt_ids(&[], user)?;
+        let g = ft_model::generate(model, &ids, &self.opts, &mut |_| {})?;
+        self.tokenizer
+            .inner
+            .decode(&g.tokens, true)
+            .map_err(|e| self.tokenizer_error(e))
+    }
+
+    fn tokenizer_error(&self, e: TokenizerError) -> GenerateError {
+        GenerateError::Tokenizer {
+            dir: self.tokenizer.dir.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Greedy generation from `prompts` with the model being trained, for the
+/// trainer's `sample_prompts` (at the start, every `eval_steps` and at the
+/// end): `(prompt, answer)` pairs, an answer `<error: …>` when generation
+/// fails (a sample never stops the run).
+pub fn sampler(
+    loaded: &Loaded,
+    prompts: Vec<String>,
+    max_new_tokens: usize,
+) -> Result<impl FnMut(&CausalLm) -> Vec<(String, String)> + use<>, GenerateError> {
+    let opts = GenerateOptions {
+        max_new_tokens,
+        temperature: 0.0,
+        ..GenerateOptions::default()
+    };
+    let prompter = Prompter::load(loaded, opts, true)?;
+    Ok(move |model: &CausalLm| {
+        prompts
+            .iter()
+            .map(|p| {
+                let out = prompter
+                    .answer(model, p)
+                    .unwrap_or_else(|e| format!("<error: {e}>"));
+                (p.clone(), out)
+            })
+            .collect()
+    })
+}
+
+/// A conversation with a config's base model.
+pub struct ChatSession {
+    model: CausalLm,
+    prompter: Prompter,
+    messages: Vec<TemplateMessage>,
+    cache: KvCache,
+    /// The tokens whose keys and values are in `cache`.
+    cached_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for ChatSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatSession")
+            .field("arch", &self.model.spec.arch)
+            .field("prompter", &self.prompter)
+            .field("messages", &self.messages.len())
+            .field("cached", &self.cached_ids.len())
+            .finish()
+    }
+}
+
+impl ChatSession {
+    /// Loads the base model, tokenizer and (with `chat_template`) the
+    /// template of `loaded`. `opts.stop_token_ids` is extended with the
+    /// tokenizer's EOS and end-of-turn tokens.
+    pub fn load(
+        loaded: &Loaded,
+        opts: GenerateOptions,
+        chat_template: bool,
+    ) -> Result<Self, GenerateError> {
+        let cfg = &loaded.config;
+        // 1. Tokenizer and template, as the prepare stage finds them.
+        let prompter = Prompter::load(loaded, opts, chat_template)?;
         // 2. The model on the configured device.
         let device = ft_model::resolve_device(cfg.model.device)?;
         let model = match cfg.model.base_ref(&loaded.ctx) {
@@ -157,10 +271,8 @@ impl ChatSession {
         let cache = model.new_cache();
         Ok(Self {
             model,
-            tokenizer,
-            template,
+            prompter,
             messages: Vec::new(),
-            opts,
             cache,
             cached_ids: Vec::new(),
         })
@@ -179,12 +291,12 @@ impl ChatSession {
 
     /// The options in use (with the stop tokens added by [`load`](Self::load)).
     pub fn options(&self) -> &GenerateOptions {
-        &self.opts
+        &self.prompter.opts
     }
 
     /// Where the chat template came from; `None` for raw prompts.
     pub fn template_name(&self) -> Option<&str> {
-        self.template.as_ref().map(ChatTemplate::name)
+        self.prompter.template.as_ref().map(ChatTemplate::name)
     }
 
     /// Forgets the conversation (the cache keeps what the next prompt
@@ -197,22 +309,7 @@ impl ChatSession {
     /// rendered conversation with a generation prompt, or with raw prompts
     /// `user` alone with the tokenizer's special tokens (BOS).
     pub fn prompt_ids(&self, user: &str) -> Result<Vec<u32>, GenerateError> {
-        let (text, special) = match &self.template {
-            Some(t) => {
-                let mut msgs = self.messages.clone();
-                msgs.push(TemplateMessage::new("user", user));
-                // The template writes BOS itself (as transformers'
-                // apply_chat_template, which tokenizes without specials).
-                (t.render(&msgs, true)?, false)
-            }
-            None => (user.to_string(), true),
-        };
-        let enc = self
-            .tokenizer
-            .inner
-            .encode(text, special)
-            .map_err(|e| self.tokenizer_error(e))?;
-        Ok(enc.get_ids().to_vec())
+        self.prompter.prompt_ids(&self.messages, user)
     }
 
     /// Answers `user`, calling `on_text` with each new piece of the answer
@@ -239,7 +336,7 @@ impl ChatSession {
         let mut stream = TextStream::default();
         let mut decode_error = None;
         let generation = {
-            let tokenizer = &self.tokenizer;
+            let tokenizer = &self.prompter.tokenizer;
             let mut on_token = |id: u32| {
                 stream.tokens.push(id);
                 match stream.advance(tokenizer) {
@@ -254,12 +351,12 @@ impl ChatSession {
                 &self.model,
                 &mut self.cache,
                 &ids[shared..],
-                &self.opts,
+                &self.prompter.opts,
                 &mut on_token,
             )?
         };
         if let Some(e) = decode_error {
-            return Err(self.tokenizer_error(e));
+            return Err(self.prompter.tokenizer_error(e));
         }
         // 3. What is cached now: a prefix of the prompt and the answer
         //    (the last token chosen was never run through the model).
@@ -268,9 +365,9 @@ impl ChatSession {
         self.cached_ids.extend_from_slice(&generation.tokens);
         self.cached_ids.truncate(cached);
         let text = stream
-            .full_text(&self.tokenizer)
-            .map_err(|e| self.tokenizer_error(e))?;
-        if self.template.is_some() {
+            .full_text(&self.prompter.tokenizer)
+            .map_err(|e| self.prompter.tokenizer_error(e))?;
+        if self.prompter.template.is_some() {
             self.messages.push(TemplateMessage::new("user", user));
             self.messages
                 .push(TemplateMessage::new("assistant", text.trim()));
@@ -280,13 +377,6 @@ impl ChatSession {
             generation,
             reused_tokens: shared,
         })
-    }
-
-    fn tokenizer_error(&self, e: TokenizerError) -> GenerateError {
-        GenerateError::Tokenizer {
-            dir: self.tokenizer.dir.clone(),
-            message: e.to_string(),
-        }
     }
 }
 

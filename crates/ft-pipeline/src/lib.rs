@@ -22,6 +22,7 @@ pub mod locate;
 pub mod merge;
 pub mod overrides;
 pub mod prepare;
+pub mod runs;
 pub mod schema;
 pub mod train;
 

@@ -159,6 +159,14 @@ pub struct TrainConfig {
     /// and at the end, logged beside the metrics.
     #[serde(default)]
     pub sample_prompts: Vec<String>,
+    /// Most tokens generated per sample prompt. Default: 48.
+    #[serde(default = "default_sample_tokens")]
+    #[schemars(range(min = 1))]
+    pub sample_max_new_tokens: u32,
+}
+
+fn default_sample_tokens() -> u32 {
+    48
 }
 
 impl StageConfig for TrainConfig {

@@ -18,6 +18,7 @@ pub mod adamw;
 pub mod batches;
 pub mod config;
 pub mod error;
+pub mod fidelity;
 pub mod plot;
 pub mod schedule;
 pub mod trainer;
