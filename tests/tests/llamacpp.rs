@@ -6,7 +6,7 @@
 //! tests print `SKIPPED` and return (set `FT_NODE_LLAMA_CPP` to the package
 //! directory to use another install).
 //!
-//! - Tiny fixture models (llama, llama3, mistral, qwen2, qwen3): the f32
+//! - Tiny fixture models (llama, llama3, mistral, qwen2, qwen3, smollm3): the f32
 //!   GGUF's logits in llama.cpp equal ft's within 1e-4 relative
 //!   (max |Δ| / max |logit|); q8_0 loads and stays close.
 //! - LoRA: llama.cpp applying ft's LoRA GGUF to the base GGUF gives the
@@ -185,7 +185,10 @@ fn model_dir(name: &str) -> tempfile::TempDir {
             std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
         }
     }
-    let tok = root().join("tests/fixtures/export").join(name);
+    // SmolLM3's fixture has no tokenizer of its own: llama's (vocab 256).
+    let tok = root()
+        .join("tests/fixtures/export")
+        .join(if name == "smollm3" { "llama" } else { name });
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(tok.join(f), dir.path().join(f)).unwrap();
     }
@@ -220,7 +223,7 @@ fn tiny_exports_match_ft_in_llama_cpp() {
     };
     let device = Device::flex();
     let mut results = Vec::new();
-    for name in ["llama", "llama3", "mistral", "qwen2", "qwen3"] {
+    for name in ["llama", "llama3", "mistral", "qwen2", "qwen3", "smollm3"] {
         let dir = model_dir(name);
         let model = load_model(dir.path(), &device, None).unwrap();
         let vocab = model.spec.vocab_size;
@@ -294,6 +297,24 @@ fn tiny_lora_gguf_in_llama_cpp_equals_merged() {
         assert!(e_lora <= 1e-4, "{name}: LoRA GGUF vs merged: {e_lora:e}");
         assert!(e_ft <= 1e-4, "{name}: merged GGUF vs ft: {e_ft:e}");
     }
+}
+
+/// llama.cpp's smollm3 graph makes every 4th layer NoPE; a SmolLM3 with
+/// another layout is refused by the export, naming the reason.
+#[test]
+fn smollm3_export_refuses_a_nope_layout_llama_cpp_cannot_run() {
+    let dir = model_dir("smollm3");
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["no_rope_layers"] = serde_json::json!([1, 0, 1, 0]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = ExportOptions::new(dir.path(), out.path().join("x.gguf"), GgufType::F32);
+    opts.tokenizer_pre = Some("gpt-2".into());
+    let e = export_gguf(&opts).unwrap_err().to_string();
+    assert!(e.contains("not every 4th layer"), "{e}");
+    assert!(!out.path().join("x.gguf").exists());
 }
 
 /// ft's merged model (f32) gives the logits of base + adapter unmerged

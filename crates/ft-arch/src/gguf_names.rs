@@ -78,10 +78,11 @@ pub fn gguf_to_hf(name: &str) -> Option<String> {
 /// Whether llama.cpp's converter permuted this tensor's rows for RoPE:
 /// q and k projections (weights and biases) of `llama`-arch files (HF's
 /// rotate-half pairs `(j, j + d/2)` become adjacent pairs `(2j, 2j + 1)`).
-/// Only `general.architecture == "llama"` is permuted (Mistral checkpoints
-/// are converted as `llama` and permuted too; Qwen2/3 are not).
+/// Only `general.architecture` `llama` and `smollm3` are permuted
+/// (Mistral checkpoints are converted as `llama` and permuted too; the
+/// converter's SmolLM3 class inherits Llama's permutation; Qwen2/3 are not).
 pub fn needs_rope_permutation(gguf_arch: &str, hf_name: &str) -> Option<RopeProjection> {
-    if gguf_arch != "llama" {
+    if gguf_arch != "llama" && gguf_arch != "smollm3" {
         return None;
     }
     let (stem, _) = split_ending(hf_name)?;

@@ -162,8 +162,13 @@ pub struct HfConfig {
     /// Sliding attention window in tokens (Mistral; Qwen2/3 only with
     /// `use_sliding_window`).
     pub sliding_window: Option<usize>,
-    /// Qwen2/3: whether `sliding_window` applies at all.
+    /// Qwen2/3, SmolLM3: whether `sliding_window` applies at all.
     pub use_sliding_window: Option<bool>,
+    /// SmolLM3: per layer, 1 when the layer applies RoPE, 0 for a NoPE
+    /// layer. Absent: every `no_rope_layer_interval`-th layer is NoPE.
+    pub no_rope_layers: Option<Vec<u8>>,
+    /// SmolLM3: the NoPE period when `no_rope_layers` is absent (default 4).
+    pub no_rope_layer_interval: Option<usize>,
     /// Stored weight dtype as transformers 4 names the key.
     pub torch_dtype: Option<String>,
     /// Stored weight dtype as transformers 5 names the key (configs written
@@ -225,6 +230,21 @@ impl HfConfig {
     /// Key/value head count.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// SmolLM3: per layer, whether it applies RoPE, as transformers'
+    /// `SmolLM3Config` derives it: `no_rope_layers` when given, else layer
+    /// `i` is NoPE when `(i + 1) % no_rope_layer_interval == 0`.
+    pub fn smollm3_rope_layers(&self) -> Vec<bool> {
+        match &self.no_rope_layers {
+            Some(v) => v.iter().map(|&x| x != 0).collect(),
+            None => {
+                let every = self.no_rope_layer_interval.unwrap_or(4).max(1);
+                (0..self.num_hidden_layers)
+                    .map(|i| (i + 1) % every != 0)
+                    .collect()
+            }
+        }
     }
 }
 

@@ -61,7 +61,7 @@ pub fn gguf_arch(arch: Arch) -> Option<&'static str> {
         Arch::Llama | Arch::Mistral => Some("llama"),
         Arch::Qwen2 => Some("qwen2"),
         Arch::Qwen3 => Some("qwen3"),
-        Arch::SmolLm3 => None,
+        Arch::SmolLm3 => Some("smollm3"),
     }
 }
 
@@ -315,13 +315,26 @@ pub fn plan(model: &HfModel, file: GgufType) -> Result<Vec<PlannedTensor>, Expor
         return Err(ExportError::BadOption {
             option: "model_dir",
             what: format!(
-                "`{}`: model_type `{arch_name}` cannot be exported to GGUF yet (llama, mistral, qwen2, qwen3 can)",
+                "`{}`: model_type `{arch_name}` cannot be exported to GGUF yet (llama, mistral, qwen2, qwen3, smollm3 can)",
                 model.dir.join("config.json").display()
             ),
         });
     };
     let cfg = &model.config;
     let n_layers = cfg.num_hidden_layers;
+    // llama.cpp's smollm3 graph hard-codes its NoPE layers: every 4th.
+    if model.arch == Arch::SmolLm3 {
+        let llama_cpp: Vec<bool> = (0..n_layers).map(|i| (i + 1) % 4 != 0).collect();
+        if cfg.smollm3_rope_layers() != llama_cpp {
+            return Err(ExportError::BadOption {
+                option: "model_dir",
+                what: format!(
+                    "`{}`: this SmolLM3's NoPE layers (no_rope_layers) are not every 4th layer, the only layout llama.cpp's smollm3 architecture runs",
+                    model.dir.join("config.json").display()
+                ),
+            });
+        }
+    }
 
     // Every tensor the architecture needs must be there.
     let mut required: Vec<String> = vec![

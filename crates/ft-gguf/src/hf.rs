@@ -250,10 +250,11 @@ impl HfView {
             "llama" => ("llama", "LlamaForCausalLM"),
             "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
             "qwen3" => ("qwen3", "Qwen3ForCausalLM"),
+            "smollm3" => ("smollm3", "SmolLM3ForCausalLM"),
             other => {
                 return Err(not_hf(
                     format!(
-                        "general.architecture `{other}` has no config.json mapping (supported: llama, qwen2, qwen3)"
+                        "general.architecture `{other}` has no config.json mapping (supported: llama, qwen2, qwen3, smollm3)"
                     ),
                     "use the model's Hugging Face directory instead of its GGUF",
                 ));
@@ -330,6 +331,16 @@ impl HfView {
         );
         let has = |hf: &str| self.by_name.contains_key(hf);
         match model_type {
+            // llama.cpp runs smollm3 with every 4th layer NoPE, which is
+            // transformers' default for `no_rope_layer_interval: 4`.
+            "smollm3" => {
+                c.insert("no_rope_layer_interval".into(), json!(4));
+                c.insert("use_sliding_window".into(), json!(false));
+                c.insert(
+                    "attention_bias".into(),
+                    json!(has("model.layers.0.self_attn.q_proj.bias")),
+                );
+            }
             "llama" => {
                 c.insert(
                     "attention_bias".into(),

@@ -692,9 +692,12 @@ fn copy_extra_files(opts: &MergeOptions, base: &Base, out: &Path) -> Result<Vec<
     }
     // A GGUF base with an adapter that brought no tokenizer (e.g. one
     // trained elsewhere): the tokenizer is rebuilt from the GGUF's
-    // `tokenizer.ggml.*` metadata, so the merged model is complete.
-    if let Base::Gguf(_) = base
+    // `tokenizer.ggml.*` metadata, so the merged model is complete. A GGUF
+    // without a tokenizer gives a merged model without one, as an HF base
+    // without tokenizer files does.
+    if let Base::Gguf(view) = base
         && !copied.iter().any(|c| c == "tokenizer.json")
+        && view.file().metadata().get("tokenizer.ggml.model").is_some()
     {
         let gguf_err = |e: String| MergeError::GgufBase {
             path: opts.base_model.clone(),

@@ -77,9 +77,10 @@ impl GgufSource {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
+            "smollm3" => Arch::SmolLm3,
             other => {
                 return Err(unsupported(format!(
-                    "general.architecture `{other}` (implemented: llama, qwen2, qwen3)"
+                    "general.architecture `{other}` (implemented: llama, qwen2, qwen3, smollm3)"
                 )));
             }
         };
@@ -143,6 +144,14 @@ impl GgufSource {
             qk_norm: f.tensor_info("blk.0.attn_q_norm.weight").is_ok(),
             sliding_window: None,
             tie_word_embeddings: f.tensor_info("output.weight").is_err(),
+            // llama.cpp's smollm3: every 4th layer is NoPE.
+            nope_layers: if arch == Arch::SmolLm3 {
+                (0..usize_key(f, &key("block_count"))?)
+                    .map(|i| (i + 1) % 4 == 0)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }

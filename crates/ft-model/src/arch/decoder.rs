@@ -81,6 +81,16 @@ pub struct DecoderSpec {
     pub sliding_window: Option<usize>,
     /// `lm_head` is `embed_tokens`.
     pub tie_word_embeddings: bool,
+    /// Layers that apply no RoPE ("NoPE", SmolLM3): `nope_layers[i]` for
+    /// layer `i`; empty when every layer rotates q and k.
+    pub nope_layers: Vec<bool>,
+}
+
+impl DecoderSpec {
+    /// Whether layer `i` rotates q and k by position.
+    pub fn layer_uses_rope(&self, i: usize) -> bool {
+        !self.nope_layers.get(i).copied().unwrap_or(false)
+    }
 }
 
 /// Self-attention with GQA and RoPE (`self_attn`).
@@ -104,10 +114,12 @@ pub struct Attention {
     pub num_kv_heads: usize,
     /// Per-head width.
     pub head_dim: usize,
+    /// Whether q and k are rotated by position (false: a NoPE layer).
+    pub use_rope: bool,
 }
 
 impl Attention {
-    fn load(vb: &VarBuilder<'_>, s: &DecoderSpec) -> Result<Self, ModelError> {
+    fn load(vb: &VarBuilder<'_>, s: &DecoderSpec, layer: usize) -> Result<Self, ModelError> {
         let (h, q, kv) = (
             s.hidden_size,
             s.num_attention_heads * s.head_dim,
@@ -128,6 +140,7 @@ impl Attention {
             num_heads: s.num_attention_heads,
             num_kv_heads: s.num_key_value_heads,
             head_dim: s.head_dim,
+            use_rope: s.layer_uses_rope(layer),
         })
     }
 
@@ -175,9 +188,17 @@ impl Attention {
             Some(n) => n.forward(k),
             None => k,
         };
-        // 3. Heads first ([b, n, s, hd]) and rotate q, k by position.
-        let q = Rope::apply(q.swap_dims(1, 2), cos.clone(), sin.clone());
-        let k = Rope::apply(k.swap_dims(1, 2), cos, sin);
+        // 3. Heads first ([b, n, s, hd]) and rotate q, k by position
+        //    (NoPE layers attend without positions: causality alone).
+        let (q, k) = (q.swap_dims(1, 2), k.swap_dims(1, 2));
+        let (q, k) = if self.use_rope {
+            (
+                Rope::apply(q, cos.clone(), sin.clone()),
+                Rope::apply(k, cos, sin),
+            )
+        } else {
+            (q, k)
+        };
         let v = v.swap_dims(1, 2);
         // 4. With a cache: keys/values of earlier tokens come first
         //    ([b, nkv, t, hd], t = cached + s).
@@ -232,9 +253,9 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn load(vb: &VarBuilder<'_>, s: &DecoderSpec) -> Result<Self, ModelError> {
+    fn load(vb: &VarBuilder<'_>, s: &DecoderSpec, layer: usize) -> Result<Self, ModelError> {
         Ok(Self {
-            self_attn: Attention::load(&vb.pp("self_attn"), s)?,
+            self_attn: Attention::load(&vb.pp("self_attn"), s, layer)?,
             mlp: Mlp::load(
                 &vb.pp("mlp"),
                 s.hidden_size,
@@ -320,7 +341,7 @@ impl CausalLm {
     pub fn load(spec: &DecoderSpec, vb: &VarBuilder<'_>) -> Result<Self, ModelError> {
         let body = vb.pp("model");
         let layers = (0..spec.num_hidden_layers)
-            .map(|i| DecoderLayer::load(&body.pp("layers").pp(i), spec))
+            .map(|i| DecoderLayer::load(&body.pp("layers").pp(i), spec, i))
             .collect::<Result<Vec<_>, _>>()?;
         let model = Model {
             embed_tokens: Embedding::load(
@@ -621,8 +642,9 @@ mod tests {
 
     #[test]
     fn cached_logits_equal_full_forward() {
-        // llama3 carries Llama 3.1 RoPE scaling; qwen3 q/k norms; qwen2 biases.
-        for name in ["llama", "llama3", "mistral", "qwen2", "qwen3"] {
+        // llama3 carries Llama 3.1 RoPE scaling; qwen3 q/k norms; qwen2
+        // biases; smollm3 a NoPE layer.
+        for name in ["llama", "llama3", "mistral", "qwen2", "qwen3", "smollm3"] {
             let model = crate::load_hf_dir(&fixture_dir(name), &Device::flex()).unwrap();
             check(name, &model);
         }

@@ -23,6 +23,7 @@ pub mod llama;
 pub mod mistral;
 pub mod qwen2;
 pub mod qwen3;
+pub mod smollm3;
 
 pub use decoder::{CausalLm, DecoderSpec, KvCache};
 pub use layers::RopeScaling;
@@ -34,9 +35,7 @@ pub fn spec_for(cfg: &HfConfig, origin: &Path) -> Result<DecoderSpec, ModelError
         Arch::Mistral => mistral::spec(cfg, origin),
         Arch::Qwen2 => qwen2::spec(cfg, origin),
         Arch::Qwen3 => qwen3::spec(cfg, origin),
-        Arch::SmolLm3 => Err(ModelError::NotImplemented {
-            model_type: cfg.model_type.clone(),
-        }),
+        Arch::SmolLm3 => smollm3::spec(cfg, origin),
     }
 }
 
@@ -82,6 +81,7 @@ pub(crate) fn base_spec(
         qk_norm: false,
         sliding_window: None,
         tie_word_embeddings: cfg.tie_word_embeddings,
+        nope_layers: Vec::new(),
     })
 }
 

@@ -1,0 +1,43 @@
+//! Loads a model (HF directory or `.gguf`) into f32 on the CPU, runs one
+//! forward pass on 8 tokens and prints the weights' size, for peak-memory
+//! measurements of the loader:
+//!
+//! ```sh
+//! cargo build --release -p ft-model --example load_model
+//! /usr/bin/time -v target/release/examples/load_model DIR_OR_GGUF
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use ft_model::{PackedBatch, load_model};
+
+fn main() {
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: load_model DIR_OR_GGUF");
+    let device = Device::flex();
+    let t0 = Instant::now();
+    let model = load_model(std::path::Path::new(&path), &device, None).unwrap();
+    let load = t0.elapsed();
+    let params: usize = ft_model::lora::linears(&model)
+        .iter()
+        .map(|(_, l)| {
+            let [o, i] = l.shape();
+            o * i
+        })
+        .sum::<usize>()
+        + model.spec.vocab_size * model.spec.hidden_size;
+    let batch = PackedBatch::from_rows(&[vec![(1..9).collect()]], 0, &device);
+    let logits = model.forward(&batch);
+    println!(
+        "loaded {path} in {:.1} s: {:?}, {} layers, ~{:.2} G parameters = {:.2} GB in f32; logits {:?}",
+        load.as_secs_f64(),
+        model.spec.arch,
+        model.spec.num_hidden_layers,
+        params as f64 / 1e9,
+        params as f64 * 4.0 / 1e9,
+        logits.dims()
+    );
+}
