@@ -106,6 +106,11 @@ enum Command {
     },
 }
 
+/// mimalloc instead of the system allocator (see benches/RESULTS.md,
+/// preprocessing).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
