@@ -67,7 +67,12 @@ pub(crate) fn run(args: GenerateArgs) -> Result<ExitCode> {
         stop_token_ids: Vec::new(),
     };
     let spin = progress::spinner(&format!("loading {}", loaded.config.model.base_model));
-    let session = ChatSession::load(&loaded, opts, !args.no_chat_template);
+    let session = ChatSession::load(
+        &loaded,
+        opts,
+        !args.no_chat_template,
+        args.adapter.is_some(),
+    );
     spin.finish_and_clear();
     let mut session = session.context("setting up generation")?;
     if let Some(dir) = &args.adapter {

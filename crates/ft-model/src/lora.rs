@@ -214,6 +214,15 @@ fn module_seed(seed: u64, path: &str) -> u64 {
         .fold(splitmix64(seed), |h, b| splitmix64(h ^ u64::from(b)))
 }
 
+/// Stores every NF4 base weight of `model` dense, dequantized
+/// ([`Linear::densify`]): the model computes what its NF4 form does, at
+/// the speed of a dense one.
+pub fn densify_nf4(model: &mut CausalLm) {
+    for (_, linear) in linears_mut(model) {
+        linear.densify();
+    }
+}
+
 /// Attaches fresh LoRA adapters to the targeted modules: A from PEFT's
 /// default (Kaiming-uniform with `a = sqrt(5)`, i.e. `U(±1/sqrt(in))`) or
 /// `N(0, 1/r)` for `gaussian`, B zero, so the adapted model starts equal to

@@ -85,6 +85,16 @@ impl Linear {
         })
     }
 
+    /// Replaces an NF4 base weight by its dequantization, stored dense: the
+    /// same products as the NF4 forward (which dequantizes per call)
+    /// without the per-call cost. For generation with the base a QLoRA
+    /// adapter was trained on.
+    pub fn densify(&mut self) {
+        if let Some(q) = self.nf4.take() {
+            self.weight = Some(Param::from_tensor(q.dequantize()));
+        }
+    }
+
     /// `[out, in]` of the base weight.
     pub fn shape(&self) -> [usize; 2] {
         match (&self.weight, &self.nf4) {
