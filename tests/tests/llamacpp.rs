@@ -30,6 +30,7 @@ use ft_export::{ExportOptions, GgufType, LoraExportOptions, export_gguf, export_
 use ft_merge::{MergeDtype, MergeOptions, merge_lora};
 use ft_model::lora::{LoraSpec, attach_lora, load_peft, lora_params, save_peft, set_lora_params};
 use ft_model::{CausalLm, LoraInit, PackedBatch, load_model};
+use ft_train::fidelity::argmax;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -136,16 +137,6 @@ fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         }
     }
     d / m
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// (positions whose top-1 token agrees, positions).

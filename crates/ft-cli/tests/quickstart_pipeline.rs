@@ -24,14 +24,21 @@ fn ft(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn quickstart_pipeline_in_short() {
+/// Whether the example model is there; prints SKIPPED when not.
+fn smollm2_present() -> bool {
     let gguf = repo().join("examples/models/smollm2-135m-instruct.gguf");
     if !gguf.exists() {
         eprintln!(
             "SKIPPED: {} is absent; run scripts/fetch-smollm2.sh",
             gguf.display()
         );
+    }
+    gguf.exists()
+}
+
+#[test]
+fn quickstart_pipeline_in_short() {
+    if !smollm2_present() {
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -180,12 +187,7 @@ fn quickstart_pipeline_in_short() {
 /// ends with the same adapter bytes as a run that was never interrupted.
 #[test]
 fn kill_9_mid_run_then_resume_gives_the_same_adapter() {
-    let gguf = repo().join("examples/models/smollm2-135m-instruct.gguf");
-    if !gguf.exists() {
-        eprintln!(
-            "SKIPPED: {} is absent; run scripts/fetch-smollm2.sh",
-            gguf.display()
-        );
+    if !smollm2_present() {
         return;
     }
     let out = tempfile::tempdir().unwrap();

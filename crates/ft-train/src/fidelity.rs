@@ -96,7 +96,8 @@ impl Agreement {
     }
 }
 
-fn argmax(v: &[f32]) -> usize {
+/// Index of the largest value (the first on ties).
+pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {
