@@ -64,7 +64,13 @@ pub fn run_merge(loaded: &Loaded) -> Result<Merged, RunError> {
         c.model.double_quant,
     )?;
     let report = merge_lora(&opts)?;
-    let logit_fidelity = logit_fidelity(loaded, &report, merge_cfg.fidelity_rows as usize)?;
+    // The merged model is written; a report that cannot be made (e.g. the
+    // dataset has moved since training) is a warning, not a failed merge.
+    let logit_fidelity = logit_fidelity(loaded, &report, merge_cfg.fidelity_rows as usize)
+        .unwrap_or_else(|e| {
+            tracing::warn!("merge fidelity report skipped: {e}");
+            Vec::new()
+        });
     let merged = Merged {
         report,
         logit_fidelity,
