@@ -214,6 +214,28 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<CausalLm, ModelError> {
 mod tests {
     use super::*;
 
+    /// The SmolLM2 chat template's rendering of "What is the capital of
+    /// France?" (see `smollm2_gguf_answers_paris`).
+    const PROMPT: [u32; 37] = [
+        1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+        407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
+        520, 9531, 198,
+    ];
+
+    /// The example model, or `None` with a SKIPPED line naming `test`.
+    fn smollm2_gguf(test: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/models/smollm2-135m-instruct.gguf");
+        if !path.is_file() {
+            eprintln!(
+                "SKIPPED {test}: {} is absent (run scripts/fetch-smollm2.sh)",
+                path.display()
+            );
+            return None;
+        }
+        Some(path)
+    }
+
     /// Real SmolLM2-135M-Instruct (Q4_1/Q8_0 GGUF): the greedy answer to
     /// a chat-templated "What is the capital of France?" names Paris.
     ///
@@ -224,20 +246,9 @@ mod tests {
     /// answer is read back through the GGUF's own `tokenizer.ggml.tokens`.
     #[test]
     fn smollm2_gguf_answers_paris() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/models/smollm2-135m-instruct.gguf");
-        if !path.is_file() {
-            eprintln!(
-                "SKIPPED smollm2_gguf_answers_paris: {} is absent (run scripts/fetch-smollm2.sh)",
-                path.display()
-            );
+        let Some(path) = smollm2_gguf("smollm2_gguf_answers_paris") else {
             return;
-        }
-        const PROMPT: [u32; 37] = [
-            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
-            407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
-            520, 9531, 198,
-        ];
+        };
         let device = Device::flex();
         let source = GgufSource::open(&path).unwrap();
         let spec = source.spec().unwrap();
@@ -271,20 +282,9 @@ mod tests {
     /// speed; timings are measured by `ft generate` runs, not asserted here.
     #[test]
     fn smollm2_gguf_generates_paris_with_kv_cache() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/models/smollm2-135m-instruct.gguf");
-        if !path.is_file() {
-            eprintln!(
-                "SKIPPED smollm2_gguf_generates_paris_with_kv_cache: {} is absent (run scripts/fetch-smollm2.sh)",
-                path.display()
-            );
+        let Some(path) = smollm2_gguf("smollm2_gguf_generates_paris_with_kv_cache") else {
             return;
-        }
-        const PROMPT: [u32; 37] = [
-            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
-            407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
-            520, 9531, 198,
-        ];
+        };
         let device = Device::flex();
         let source = GgufSource::open(&path).unwrap();
         let model =
