@@ -353,8 +353,8 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
     let device = Device::flex();
     let out = tempfile::tempdir().unwrap();
 
-    // A random adapter (B nonzero so that it changes the model), saved in
-    // PEFT format by ft.
+    // The model with a LoRA attached (saved in PEFT format by ft), first as
+    // initialised (B = 0), then with random B.
     let mut model = load_model(&wheel_gguf, &device, None).unwrap();
     let spec = LoraSpec {
         r: 8,
@@ -365,6 +365,93 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
         targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
     };
     attach_lora(&mut model, &spec, 7, &device);
+    // B is still zero: `model` is the real SmolLM2-135M-Instruct. Saved
+    // and merged as it is, that gives the base as an f32 HF dir to export.
+    let zero_adapter = out.path().join("zero_adapter");
+    std::fs::create_dir_all(&zero_adapter).unwrap();
+    save_peft(&model, &spec, "smollm2-135m-instruct", &zero_adapter).unwrap();
+    let base = out.path().join("base");
+    merge_f32(&wheel_gguf, &zero_adapter, &base);
+    let tok = tokenizers::Tokenizer::from_file(base.join("tokenizer.json")).unwrap();
+    let vocab = model.spec.vocab_size;
+
+    // ft's greedy answers (24 tokens) to 16 fixed chat prompts in SmolLM2's
+    // own chat format, the way Ollama users will query the export: the
+    // q8_0 export should pick the same tokens along them. (All 40 questions
+    // × 32 tokens: llama.cpp q8_0 vs ft 1227/1280; ft's own forward on the
+    // q8_0 weights vs ft 1251/1280; takes 6 minutes in a debug build.)
+    let questions = [
+        "What is the capital of France?",
+        "How many legs does a spider have?",
+        "Name the three primary colors.",
+        "Write a Python function that adds two numbers.",
+        "Who wrote Romeo and Juliet?",
+        "What is the largest planet in the solar system?",
+        "What is water made of?",
+        "Give me a recipe for pancakes.",
+        "Why is the sky blue?",
+        "Translate 'good morning' into Spanish.",
+        "What is 12 times 7?",
+        "Explain photosynthesis in one sentence.",
+        "List three fruits that are red.",
+        "What does a CPU do?",
+        "How do I boil an egg?",
+        "Who painted the Mona Lisa?",
+        "What is the boiling point of water in Fahrenheit?",
+        "Suggest a name for a pet goldfish.",
+        "What is the difference between weather and climate?",
+        "Write a haiku about the ocean.",
+        "How many days are there in a leap year?",
+        "What is the tallest mountain on Earth?",
+        "Explain what a black hole is to a child.",
+        "What language is spoken in Brazil?",
+        "Give me two tips for better sleep.",
+        "What is the chemical symbol for gold?",
+        "How does a rainbow form?",
+        "Write a short greeting for a birthday card.",
+        "What is the square root of 81?",
+        "Who was the first person to walk on the Moon?",
+        "Name a famous composer of classical music.",
+        "What are the three states of matter?",
+        "How do bees make honey?",
+        "What is the main ingredient of guacamole?",
+        "Describe a cat in three words.",
+        "What year did World War II end?",
+        "Why do leaves change color in autumn?",
+        "What is a prime number?",
+        "How can I save money on groceries?",
+        "What is the speed of light?",
+    ];
+    let prompts: Vec<String> = questions[..16]
+        .iter()
+        .map(|q| {
+            format!(
+                "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by \
+                 Hugging Face<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+            )
+        })
+        .collect();
+    let greedy = ft_model::GenerateOptions {
+        max_new_tokens: 24,
+        ..ft_model::GenerateOptions::default()
+    };
+    let paths: Vec<(Vec<u32>, usize)> = prompts
+        .iter()
+        .map(|p| {
+            let mut ids = tok.encode(p.as_str(), false).unwrap().get_ids().to_vec();
+            let n = ids.len();
+            ids.extend(
+                ft_model::generate(&model, &ids, &greedy, &mut |_| {})
+                    .unwrap()
+                    .tokens,
+            );
+            (ids, n)
+        })
+        .collect();
+    let path_seqs: Vec<Vec<u32>> = paths.iter().map(|(s, _)| s.clone()).collect();
+    let ours_paths = ft_logits(&model, &path_seqs, &device);
+
+    // Now a random adapter (B nonzero so that it changes the model).
     let mut values = BTreeMap::new();
     let mut x: u32 = 12345;
     for (name, t) in lora_params(&model) {
@@ -389,7 +476,6 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
 
     let merged = out.path().join("merged");
     merge_f32(&wheel_gguf, &adapter, &merged);
-    let tok = tokenizers::Tokenizer::from_file(merged.join("tokenizer.json")).unwrap();
     let texts = [
         "What is the capital of France? The capital of France is Paris, a city on the Seine.",
         "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)",
@@ -404,47 +490,36 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
         .iter()
         .map(|t| tok.encode(*t, false).unwrap().get_ids().to_vec())
         .collect();
-    let vocab = model.spec.vocab_size;
     let ours = ft_logits(&model, &seqs, &device);
 
-    // ft's greedy continuations (24 tokens) of a fixed prompt set: the
-    // q8_0 export must pick the same tokens along them.
-    let prompts = [
-        "Question: What is the capital of France?\nAnswer:",
-        "Question: How many legs does a spider have?\nAnswer:",
-        "The three primary colors are",
-        "def add(a, b):\n",
-        "Question: Who wrote Romeo and Juliet?\nAnswer:",
-        "The largest planet in the solar system is",
-        "Water is made of",
-        "A recipe for pancakes:\n1.",
-    ];
-    let greedy = ft_model::GenerateOptions {
-        max_new_tokens: 24,
-        ..ft_model::GenerateOptions::default()
-    };
-    let paths: Vec<(Vec<u32>, usize)> = prompts
-        .iter()
-        .map(|p| {
-            let mut ids = tok.encode(*p, false).unwrap().get_ids().to_vec();
-            let n = ids.len();
-            ids.extend(
-                ft_model::generate(&model, &ids, &greedy, &mut |_| {})
-                    .unwrap()
-                    .tokens,
-            );
-            (ids, n)
-        })
-        .collect();
-    let path_seqs: Vec<Vec<u32>> = paths.iter().map(|(s, _)| s.clone()).collect();
-    let ours_paths = ft_logits(&model, &path_seqs, &device);
     drop(model);
 
     let f32_gguf = export(&merged, &out.path().join("f32.gguf"), GgufType::F32);
     let e = rel_err(&llama.logits(&f32_gguf, None, vocab, &seqs), &ours);
     std::fs::remove_file(&f32_gguf).unwrap();
-    let q8 = export(&merged, &out.path().join("q8.gguf"), GgufType::Q8_0);
+    let q8 = export(&base, &out.path().join("q8.gguf"), GgufType::Q8_0);
     let q8_logits = llama.logits(&q8, None, vocab, &path_seqs);
+    // ft's forward on the q8_0 file's weights (dequantized): what the
+    // quantized weights alone change, apart from llama.cpp's 8-bit
+    // activations.
+    let ft_q8 = {
+        let m = load_model(&q8, &device, None).unwrap();
+        ft_logits(&m, &path_seqs, &device)
+    };
+    let (mut w_same, mut rt_same) = (0, 0);
+    for (((ids, n), l), f) in paths.iter().zip(&q8_logits).zip(&ft_q8) {
+        for p in n - 1..ids.len() - 1 {
+            let fa = argmax(&f[p * vocab..(p + 1) * vocab]);
+            w_same += usize::from(fa == ids[p + 1] as usize);
+            rt_same += usize::from(fa == argmax(&l[p * vocab..(p + 1) * vocab]));
+        }
+    }
+    eprintln!(
+        "smollm2 q8_0: ft on the q8_0 weights vs ft f32 top-1 {w_same}; llama.cpp q8_0 vs ft on \
+         the same q8_0 weights {rt_same}"
+    );
+    std::fs::remove_file(&q8).unwrap();
+    let q8_merged = export(&merged, &out.path().join("q8_merged.gguf"), GgufType::Q8_0);
     // Disagreements: (ft's logit of its token − ft's logit of llama.cpp's).
     let (mut q8_same, mut n_path, mut gaps) = (0, 0, Vec::new());
     for (((ids, n), l), o) in paths.iter().zip(&q8_logits).zip(&ours_paths) {
@@ -459,7 +534,7 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
             n_path += 1;
         }
     }
-    let (q8_all, n) = top1(&llama.logits(&q8, None, vocab, &seqs), &ours, vocab);
+    let (q8_all, n) = top1(&llama.logits(&q8_merged, None, vocab, &seqs), &ours, vocab);
     let lora_gguf = export_lora_gguf(&LoraExportOptions {
         adapter_dir: adapter.clone(),
         base_model_dir: merged.clone(),
@@ -480,17 +555,19 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
     );
     eprintln!("smollm2: q8_0 disagreements are near-ties of ft's logits: gaps {gaps:.3?}");
     assert!(e <= 1e-4, "f32 export: relative error {e:e}");
-    // q8_0 moves SmolLM2's logits by up to ~1 (weights and, in llama.cpp's
-    // dot products, activations rounded to 8 bits), so tokens that ft
-    // prefers by a hair can flip: measured 189/192 with gaps 0.004..0.12.
-    // A broken export flips confident choices.
+    // q8_0 moves SmolLM2's logits by up to ~1: its weights alone (ft's
+    // forward on the dequantized q8_0 weights) flip 2.3% of ft's greedy
+    // tokens on the 40-question set, and llama.cpp's 8-bit activations
+    // about as many again, so tokens that ft prefers by a hair flip. The
+    // file's bytes equal convert_hf_to_gguf.py's (reference tests); a broken
+    // export flips confident choices.
     assert!(
-        q8_same * 100 >= n_path * 97,
+        q8_same * 100 >= n_path * 94,
         "q8_0 greedy top-1 {q8_same}/{n_path}"
     );
     assert!(
-        gaps.iter().all(|&g| g < 0.25),
-        "q8_0 changed a token ft prefers by ≥ 0.25 logits: gaps {gaps:?}"
+        gaps.iter().all(|&g| g < 0.75),
+        "q8_0 changed a token ft prefers by ≥ 0.75 logits: gaps {gaps:?}"
     );
     assert!(
         lora_same > plain_same,
