@@ -24,6 +24,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod heads;
+pub mod hub;
 pub mod load;
 pub mod lora;
 pub mod weights;

@@ -18,7 +18,6 @@
 
 use std::path::PathBuf;
 
-use ft_model::config::BaseModelRef;
 use ft_model::generate::{GenerateOptions, Generation, KvCache, generate_cached};
 use ft_model::{CausalLm, DeviceError, ModelError};
 use ft_template::{ChatTemplate, TemplateError, TemplateMessage};
@@ -275,18 +274,10 @@ impl ChatSession {
             ft_model::lora::densify_nf4(&mut m);
             Ok(m)
         };
-        let model = match cfg.model.base_ref(&loaded.ctx) {
-            Ok(BaseModelRef::HfDir(d)) => load(&d)?,
-            Ok(BaseModelRef::Gguf(p)) => load(&p)?,
-            Ok(BaseModelRef::Hub(id)) => {
-                return Err(GenerateError::BaseModel {
-                    message: format!(
-                        "`model.base_model: {id}` is a hub id and ft does not download models; download it and point `model.base_model` at the local directory or .gguf file"
-                    ),
-                });
-            }
-            Err(message) => return Err(GenerateError::BaseModel { message }),
-        };
+        let base = loaded
+            .local_base()
+            .map_err(|message| GenerateError::BaseModel { message })?;
+        let model = load(base.path())?;
         let cache = model.new_cache();
         Ok(Self {
             model,

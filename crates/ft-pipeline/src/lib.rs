@@ -28,4 +28,4 @@ pub mod train;
 
 pub use config::FtConfig;
 pub use ft_train;
-pub use load::{Loaded, load_file, load_str};
+pub use load::{Loaded, LocalBase, load_file, load_str};

@@ -18,6 +18,8 @@ use ft_core::problem::{KeyPath, Location, Problem, Problems};
 use ft_core::stage::{CheckContext, StageConfig};
 use serde_json::Value;
 
+use ft_model::config::BaseModelRef;
+
 use crate::config::{FtConfig, SECTIONS};
 use crate::locate::LocationMap;
 use crate::{explain, overrides, schema};
@@ -37,6 +39,45 @@ impl Loaded {
     /// `output_dir`, resolved.
     pub fn output_dir(&self) -> PathBuf {
         self.ctx.resolve(&self.config.output_dir)
+    }
+
+    /// `model.base_model` on local disk: a hub id is downloaded into the hub
+    /// cache first (or found there; see [`ft_model::hub`]), so the answer is
+    /// a local directory or GGUF file.
+    pub fn local_base(&self) -> Result<LocalBase, String> {
+        match self.config.model.base_ref(&self.ctx)? {
+            BaseModelRef::HfDir(d) => Ok(LocalBase::HfDir(d)),
+            BaseModelRef::Gguf(p) => Ok(LocalBase::Gguf(p)),
+            BaseModelRef::Hub(id) => {
+                let mut settings = ft_model::hub::HubSettings::from_env();
+                settings.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                tracing::info!(
+                    "base_model `{id}`: fetching from the hub cache or {}",
+                    settings.endpoint
+                );
+                ft_model::hub::fetch_model(&id, &settings)
+                    .map(LocalBase::HfDir)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// The base model on local disk (see [`Loaded::local_base`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalBase {
+    /// An HF model directory (given, or the hub snapshot of a hub id).
+    HfDir(PathBuf),
+    /// A GGUF file.
+    Gguf(PathBuf),
+}
+
+impl LocalBase {
+    /// The directory or file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::HfDir(p) | Self::Gguf(p) => p,
+        }
     }
 }
 

@@ -9,12 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use ft_core::stage::Freshness;
-use ft_model::config::BaseModelRef;
 pub use ft_tokenize::{
     HfTokenizer, PrepareReport, PrepareStage, Prepared, TokenizeError, debug_pieces,
 };
 
-use crate::load::Loaded;
+use crate::load::{Loaded, LocalBase};
 
 /// The directory holding `tokenizer.json` for this config.
 pub fn tokenizer_dir(loaded: &Loaded) -> Result<PathBuf, TokenizeError> {
@@ -22,14 +21,9 @@ pub fn tokenizer_dir(loaded: &Loaded) -> Result<PathBuf, TokenizeError> {
     if let Some(t) = &model.tokenizer {
         return Ok(loaded.ctx.resolve(t));
     }
-    match model.base_ref(&loaded.ctx) {
-        Ok(BaseModelRef::HfDir(d)) => Ok(d),
-        Ok(BaseModelRef::Gguf(p)) => gguf_tokenizer_dir(loaded, &p),
-        Ok(BaseModelRef::Hub(id)) => Err(TokenizeError::NoTokenizer {
-            message: format!(
-                "`{id}` is a hub id and `ft preprocess` does not download; download the model (or just its tokenizer.json and tokenizer_config.json) and set `model.tokenizer` or `model.base_model` to the local directory"
-            ),
-        }),
+    match loaded.local_base() {
+        Ok(LocalBase::Gguf(p)) => gguf_tokenizer_dir(loaded, &p),
+        Ok(LocalBase::HfDir(d)) => Ok(d),
         Err(msg) => Err(TokenizeError::NoTokenizer { message: msg }),
     }
 }

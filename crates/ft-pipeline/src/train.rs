@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use ft_model::config::BaseModelRef;
 use ft_model::lora::LoraSpec;
 use ft_model::{AdapterKind, CausalLm, Nf4Load, load_model, resolve_device};
 use ft_train::{Observer, TrainReport, TrainSetup, train};
@@ -54,16 +53,10 @@ pub enum RunError {
 
 /// The base model's location on disk.
 pub fn base_path(loaded: &Loaded) -> Result<PathBuf, RunError> {
-    match loaded.config.model.base_ref(&loaded.ctx) {
-        Ok(BaseModelRef::HfDir(d)) => Ok(d),
-        Ok(BaseModelRef::Gguf(p)) => Ok(p),
-        Ok(BaseModelRef::Hub(id)) => Err(RunError::Config(format!(
-            "`model.base_model: {id}` is a hub id; this build of ft does not download models yet: \
-             download it (e.g. `huggingface-cli download {id} --local-dir models/{id}`) and set \
-             `model.base_model` to the local directory"
-        ))),
-        Err(msg) => Err(RunError::Config(msg)),
-    }
+    loaded
+        .local_base()
+        .map(|b| b.path().to_path_buf())
+        .map_err(RunError::Config)
 }
 
 /// Loads the base model of the config on its device, NF4-quantized for
