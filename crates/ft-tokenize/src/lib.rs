@@ -6,7 +6,8 @@
 //! ([`TokenizeConfig`]).
 //!
 //! * [`tokenizer`]: HF `tokenizer.json` via the `tokenizers` crate (pure
-//!   Rust: `fancy-regex`, no oniguruma).
+//!   Rust: `fancy-regex`, no oniguruma), with [`pretok`]'s scanner in place
+//!   of the byte-level regex.
 //! * [`from_gguf`]: an HF tokenizer rebuilt from a GGUF file's
 //!   `tokenizer.ggml.*` metadata.
 //! * [`mask`]: trained byte spans → token mask through offsets.
@@ -24,6 +25,7 @@ pub mod from_gguf;
 pub mod mask;
 pub mod pack;
 pub mod prepare;
+pub mod pretok;
 pub mod process;
 pub mod store;
 pub mod tokenizer;

@@ -5,14 +5,15 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use ft_template::HfTokenizerConfig;
-use tokenizers::Tokenizer;
 
 use crate::error::TokenizeError;
+use crate::pretok::FastTokenizer;
 
 /// A tokenizer with the facts preprocessing needs.
 pub struct HfTokenizer {
-    /// The tokenizer.
-    pub inner: Tokenizer,
+    /// The tokenizer (the `tokenizers` crate's, with the byte-level regex
+    /// replaced by [`crate::pretok`]'s scanner: the same encodings).
+    pub inner: FastTokenizer,
     /// What `tokenizer_config.json` says (special tokens, chat template).
     pub config: HfTokenizerConfig,
     /// The directory it was read from.
@@ -57,7 +58,7 @@ impl HfTokenizer {
                 ),
             });
         }
-        let inner = Tokenizer::from_file(&path).map_err(|e| TokenizeError::Tokenizer {
+        let inner = FastTokenizer::from_file(&path).map_err(|e| TokenizeError::Tokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
