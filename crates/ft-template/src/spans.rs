@@ -25,9 +25,12 @@
 //!    after the content, whitespace allowed in between.
 //!
 //! Prefix stability is checked for every conversation and reported: a
-//! template that renders earlier turns differently once later turns exist
-//! (Qwen3 strips `<think>` from earlier assistant turns) trains on text the
-//! model sees at inference only in that shape, which the user should know.
+//! template that renders an assistant turn differently once later turns
+//! exist (Qwen3 strips `<think>` from earlier assistant turns) trains on
+//! text the model sees at inference only in that shape, which the user
+//! should know. The check renders the conversation cut after each assistant
+//! turn (where that turn ends the text, as when it was generated) and asks
+//! whether the full render starts with it; step 4 renders every cut.
 
 use std::ops::Range;
 
@@ -189,27 +192,41 @@ impl ChatTemplate {
         let generation = self.has_generation().then_some(gen_spans);
         let n = messages.len();
 
-        // Prefix renders: stability report, and step 4 when needed.
-        let mut prefixes: Vec<Option<String>> = Vec::with_capacity(n + 1);
-        prefixes.push(Some(String::new()));
-        for k in 1..n {
-            prefixes.push(self.render(&messages[..k], false).ok());
+        // Prefix renders. The stability report needs the conversation cut
+        // right after each assistant turn: there the turn ends the text, as
+        // when the model generated it, and the check is whether it renders
+        // the same once later turns exist. Step 4 needs every cut; those are
+        // rendered only when it runs.
+        let after_assistant = |k: usize| messages[k - 1].role == "assistant";
+        let mut prefixes: Vec<Option<String>> = vec![None; n + 1];
+        prefixes[0] = Some(String::new());
+        prefixes[n] = Some(text.clone());
+        for k in (1..n).filter(|&k| after_assistant(k)) {
+            prefixes[k] = self.render(&messages[..k], false).ok();
         }
-        prefixes.push(Some(text.clone()));
-        let rewrites_history = prefixes
-            .iter()
-            .flatten()
-            .any(|p| !text.starts_with(p.as_str()));
+        let unstable = |prefixes: &[Option<String>]| {
+            prefixes
+                .iter()
+                .flatten()
+                .any(|p| !text.starts_with(p.as_str()))
+        };
+        let mut rewrites_history = unstable(&prefixes);
 
         let marked = self.render_raw(messages, false, &|i, m| {
             format!("{MARK_OPEN}{i}{MARK_SEP}{}{MARK_CLOSE}", m.content)
         })?;
         let (contents, method) = match parse_markers(&marked, n) {
             Some((stripped, spans)) if stripped == text => (spans, SpanMethod::ContentMarkers),
-            _ => (
-                self.prefix_diff(messages, &text, &prefixes, rewrites_history)?,
-                SpanMethod::PrefixDiff,
-            ),
+            _ => {
+                for k in (1..n).filter(|&k| !after_assistant(k)) {
+                    prefixes[k] = self.render(&messages[..k], false).ok();
+                }
+                rewrites_history = unstable(&prefixes);
+                (
+                    self.prefix_diff(messages, &text, &prefixes, rewrites_history)?,
+                    SpanMethod::PrefixDiff,
+                )
+            }
         };
 
         let mut turns = Vec::with_capacity(n);

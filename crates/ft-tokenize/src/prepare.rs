@@ -231,9 +231,14 @@ impl PrepareStage {
     pub fn prepare(
         &self,
     ) -> Result<(Vec<PackedRow>, Vec<PackedRow>, PrepareReport, u32), TokenizeError> {
-        let tok = HfTokenizer::load(&self.tokenizer_dir)?;
+        // Reading the data and building the tokenizer are independent and
+        // both serial: overlap them.
+        let (tok, splits) = rayon::join(
+            || HfTokenizer::load(&self.tokenizer_dir),
+            || ft_data::load(&self.data, &self.config_dir, self.seed),
+        );
+        let (tok, splits) = (tok?, splits?);
         let template = self.compile_template(&tok)?;
-        let splits = ft_data::load(&self.data, &self.config_dir, self.seed)?;
         let proc = Processor {
             tokenizer: &tok,
             template: template.as_ref(),

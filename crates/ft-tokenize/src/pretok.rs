@@ -182,6 +182,13 @@ static CLASS: LazyLock<Vec<u8>> = LazyLock::new(|| {
     class
 });
 
+/// Builds the class table now (it is otherwise built on first use, inside
+/// the first encoding).
+pub fn warm_up() {
+    LazyLock::force(&CLASS);
+    LazyLock::force(&BYTE_CHAR);
+}
+
 fn class(c: char) -> u8 {
     CLASS[c as usize]
 }

@@ -62,6 +62,12 @@ impl HfTokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        if inner
+            .get_pre_tokenizer()
+            .is_some_and(|p| p.is_accelerated())
+        {
+            crate::pretok::warm_up();
+        }
         let config = HfTokenizerConfig::read_dir(dir)?;
         let mut specials: Vec<String> = Vec::new();
         let mut special_ids = HashSet::new();
