@@ -13,7 +13,7 @@ use crate::device::DeviceChoice;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
-    /// bf16 on a GPU, f32 on the CPU.
+    /// The device's training dtype (f32 in this version).
     #[default]
     Auto,
     /// bfloat16.
@@ -55,7 +55,9 @@ pub struct ModelConfig {
     #[serde(default = "default_true")]
     pub double_quant: bool,
     /// Dtype for computation and for the unquantized base weights.
-    /// Default: auto (bf16 on GPU, f32 on CPU).
+    /// Default: auto. This version computes in f32 on every device (bf16/f16
+    /// checkpoints are widened exactly); `bf16` and `f16` are accepted, with
+    /// a warning, for configs written for the GPU path.
     #[serde(default)]
     pub dtype: ComputeDtype,
     /// Where to run. Default: auto (CUDA if built with it and present,
