@@ -1,10 +1,12 @@
-//! Loads a model (HF directory or `.gguf`) into f32 on the CPU, runs one
-//! forward pass on 8 tokens and prints the weights' size, for peak-memory
-//! measurements of the loader:
+//! Loads a model (HF directory or `.gguf`) into f32 on the CPU (with
+//! `--nf4`: linear weights quantized to NF4 with double quantization, as
+//! for QLoRA), runs one forward pass on 8 tokens and prints the load time
+//! and the weights' size, for time and peak-memory measurements of the
+//! loader:
 //!
 //! ```sh
 //! cargo build --release -p ft-model --example load_model
-//! /usr/bin/time -v target/release/examples/load_model DIR_OR_GGUF
+//! /usr/bin/time -v target/release/examples/load_model DIR_OR_GGUF [--nf4]
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,9 +19,12 @@ fn main() {
     let path = std::env::args()
         .nth(1)
         .expect("usage: load_model DIR_OR_GGUF");
+    let nf4 = std::env::args()
+        .any(|a| a == "--nf4")
+        .then_some(ft_model::Nf4Load { double_quant: true });
     let device = Device::flex();
     let t0 = Instant::now();
-    let model = load_model(std::path::Path::new(&path), &device, None).unwrap();
+    let model = load_model(std::path::Path::new(&path), &device, nf4).unwrap();
     let load = t0.elapsed();
     let params: usize = ft_model::lora::linears(&model)
         .iter()

@@ -30,6 +30,7 @@
 //! is a multiple of 16 but not of the block size, e.g. 64×96, where it reads the wrong absmax;
 //! the golden vectors stay clear of such shapes.)
 
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 use half::bf16;
@@ -200,27 +201,35 @@ impl Nf4Tensor {
         let n = values.len();
         let full_blocks = n / blocksize;
         let mut codes = vec![0u8; n.div_ceil(2)];
-        let mut absmax = Vec::with_capacity(n.div_ceil(blocksize));
-        for (block, chunk) in values.chunks(blocksize).enumerate() {
-            let max = chunk.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-            // ops.py: full blocks multiply by `1.0 / absmax.clamp(min=1e-38)` and keep the
-            // unclamped absmax; the remainder divides by its clamped absmax and keeps that.
-            let scale = if block < full_blocks {
-                absmax.push(max);
-                Scale::Reciprocal(1.0 / max.max(MIN_ABSMAX))
-            } else {
-                let clamped = max.max(MIN_ABSMAX);
-                absmax.push(clamped);
-                Scale::Divide(clamped)
-            };
-            for (offset, &x) in chunk.iter().enumerate() {
-                let scaled = match scale {
-                    Scale::Reciprocal(inv) => x * inv,
-                    Scale::Divide(by) => x / by,
+        let mut absmax = vec![0.0f32; n.div_ceil(blocksize)];
+        // Blocks are independent and even-sized, so each owns `blocksize / 2`
+        // bytes of codes: quantized in parallel, same bytes as in order.
+        codes
+            .par_chunks_mut(blocksize / 2)
+            .zip(values.par_chunks(blocksize))
+            .zip(absmax.par_iter_mut())
+            .enumerate()
+            .for_each(|(block, ((out, chunk), block_absmax))| {
+                let max = chunk.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                // ops.py: full blocks multiply by `1.0 / absmax.clamp(min=1e-38)` and keep
+                // the unclamped absmax; the remainder divides by its clamped absmax and
+                // keeps that.
+                let scale = if block < full_blocks {
+                    *block_absmax = max;
+                    Scale::Reciprocal(1.0 / max.max(MIN_ABSMAX))
+                } else {
+                    let clamped = max.max(MIN_ABSMAX);
+                    *block_absmax = clamped;
+                    Scale::Divide(clamped)
                 };
-                set_code(&mut codes, block * blocksize + offset, nearest_code(scaled));
-            }
-        }
+                for (offset, &x) in chunk.iter().enumerate() {
+                    let scaled = match scale {
+                        Scale::Reciprocal(inv) => x * inv,
+                        Scale::Divide(by) => x / by,
+                    };
+                    set_code(out, offset, nearest_code(scaled));
+                }
+            });
         if n % 2 == 1 {
             set_code(&mut codes, n, ZERO_CODE);
         }
