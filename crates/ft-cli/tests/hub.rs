@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use ft_model::hub::{HubError, HubSettings, cached_model, fetch_model};
+use ft_model::hub::{
+    HubError, HubSettings, Want, cached, cached_model, fetch_model, fetch_tokenizer,
+};
 
 const ID: &str = "test-org/tiny-mistral";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -195,6 +197,39 @@ fn hub_model_downloads_into_the_hub_cache_and_loads() {
     assert_eq!(again, vec![format!("/api/models/{ID}/revision/main")]);
 }
 
+/// The tokenizer-only fetch (what `ft preprocess` needs) leaves the weights
+/// on the hub; a later full fetch completes the same snapshot.
+#[test]
+fn tokenizer_fetch_skips_the_weights() {
+    let (endpoint, _) = serve(tiny_mistral_repo());
+    let cache = tempfile::tempdir().unwrap();
+    let dir = fetch_tokenizer(ID, &settings(cache.path(), &endpoint)).unwrap();
+    assert!(dir.join("tokenizer.json").is_file() && dir.join("config.json").is_file());
+    let weights = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".safetensors")
+            })
+            .count()
+    };
+    assert_eq!(weights(&dir), 0);
+    assert_eq!(cached(ID, cache.path(), Want::Tokenizer).unwrap(), dir);
+    assert!(matches!(
+        cached_model(ID, cache.path()),
+        Err(HubError::NotCached { .. })
+    ));
+    assert_eq!(
+        fetch_model(ID, &settings(cache.path(), &endpoint)).unwrap(),
+        dir
+    );
+    assert_eq!(weights(&dir), 3);
+}
+
 #[test]
 fn hub_errors_name_the_id_the_file_and_the_fix() {
     let cache = tempfile::tempdir().unwrap();
@@ -246,14 +281,16 @@ fn ft(args: &[&str], env: &[(&str, &Path)], endpoint: &str) -> Output {
     c.output().unwrap()
 }
 
-/// `base_model: org/name` through the binary: `ft generate` downloads, then
-/// runs offline from the cache with the hub gone.
+/// `base_model: org/name` through the binary: `ft preprocess` fetches the
+/// tokenizer, `ft generate` the weights, then runs offline from the cache
+/// with the hub gone.
 #[test]
 fn ft_generate_with_a_hub_id() {
     let (endpoint, seen) = serve(tiny_mistral_repo());
     let work = tempfile::tempdir().unwrap();
     let hf_home = work.path().join("hf");
-    std::fs::write(work.path().join("d.jsonl"), "{}\n").unwrap();
+    let row = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}"#;
+    std::fs::write(work.path().join("d.jsonl"), format!("{row}\n{row}\n")).unwrap();
     let cfg = work.path().join("train.yml");
     std::fs::write(
         &cfg,
@@ -270,6 +307,24 @@ fn ft_generate_with_a_hub_id() {
         "--max-new-tokens",
         "4",
     ];
+    let snapshot = hf_home
+        .join("hub/models--test-org--tiny-mistral/snapshots")
+        .join(SHA);
+    // `ft preprocess` fetches the tokenizer, not the weights.
+    let o = ft(
+        &["preprocess", cfg.to_str().unwrap()],
+        &[("HF_HOME", &hf_home)],
+        &endpoint,
+    );
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("2 samples read"), "{out}");
+    assert!(snapshot.join("tokenizer.json").is_file());
+    assert!(!snapshot.join("model-00001-of-00003.safetensors").exists());
+
     let o = ft(&args, &[("HF_HOME", &hf_home)], &endpoint);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");

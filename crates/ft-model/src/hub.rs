@@ -78,6 +78,15 @@ pub enum HubError {
         /// The repository's files, comma-separated.
         files: String,
     },
+    /// The repository has no `tokenizer.json`.
+    #[error(
+        "`{id}` has no tokenizer.json; set `model.tokenizer` to a directory with the model's \
+         tokenizer.json and tokenizer_config.json"
+    )]
+    NoTokenizer {
+        /// The hub id.
+        id: String,
+    },
     /// A downloaded file is unreadable or the index malformed.
     #[error("`{id}`: `{path}`: {reason}")]
     Corrupt {
@@ -124,11 +133,31 @@ impl HubSettings {
     }
 }
 
+/// What of a hub model to make local.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Config, weights, tokenizer and template files.
+    Model,
+    /// Config, tokenizer and template files only (`ft preprocess`).
+    Tokenizer,
+}
+
 /// The local snapshot directory of hub model `id`, downloading what is
 /// missing (see the module docs).
 pub fn fetch_model(id: &str, settings: &HubSettings) -> Result<PathBuf, HubError> {
+    fetch(id, settings, Want::Model)
+}
+
+/// The local snapshot directory of hub model `id` with its config,
+/// tokenizer and template files, without the weights.
+pub fn fetch_tokenizer(id: &str, settings: &HubSettings) -> Result<PathBuf, HubError> {
+    fetch(id, settings, Want::Tokenizer)
+}
+
+/// [`fetch_model`] or [`fetch_tokenizer`].
+pub fn fetch(id: &str, settings: &HubSettings, want: Want) -> Result<PathBuf, HubError> {
     if settings.offline {
-        return cached_model(id, &settings.cache);
+        return cached(id, &settings.cache, want);
     }
     let download_err = |what: &str, e: ApiError| HubError::Download {
         id: id.to_string(),
@@ -164,7 +193,11 @@ pub fn fetch_model(id: &str, settings: &HubSettings) -> Result<PathBuf, HubError
             get(f)?;
         }
     }
-    if present.contains(INDEX) {
+    if want == Want::Tokenizer {
+        if !present.contains("tokenizer.json") {
+            return Err(HubError::NoTokenizer { id: id.to_string() });
+        }
+    } else if present.contains(INDEX) {
         let index = get(INDEX)?;
         for shard in shards(id, &index)? {
             get(&shard)?;
@@ -193,6 +226,12 @@ pub fn fetch_model(id: &str, settings: &HubSettings) -> Result<PathBuf, HubError
 /// The snapshot of `id` already in `cache` (the `main` ref), checked to hold
 /// the config and every weight file.
 pub fn cached_model(id: &str, cache: &Path) -> Result<PathBuf, HubError> {
+    cached(id, cache, Want::Model)
+}
+
+/// The snapshot of `id` already in `cache`, checked to hold what `want`
+/// names.
+pub fn cached(id: &str, cache: &Path, want: Want) -> Result<PathBuf, HubError> {
     let repo = Cache::new(cache.to_path_buf()).model(id.to_string());
     let need = |file: &str| {
         repo.get(file).ok_or_else(|| HubError::NotCached {
@@ -202,7 +241,9 @@ pub fn cached_model(id: &str, cache: &Path) -> Result<PathBuf, HubError> {
         })
     };
     let config = need("config.json")?;
-    if let Some(index) = repo.get(INDEX) {
+    if want == Want::Tokenizer {
+        need("tokenizer.json")?;
+    } else if let Some(index) = repo.get(INDEX) {
         for shard in shards(id, &index)? {
             need(&shard)?;
         }

@@ -45,6 +45,16 @@ impl Loaded {
     /// cache first (or found there; see [`ft_model::hub`]), so the answer is
     /// a local directory or GGUF file.
     pub fn local_base(&self) -> Result<LocalBase, String> {
+        self.local(ft_model::hub::Want::Model)
+    }
+
+    /// As [`Self::local_base`], but a hub id is fetched without its weights:
+    /// the directory has the config, tokenizer and template files.
+    pub fn local_tokenizer_base(&self) -> Result<LocalBase, String> {
+        self.local(ft_model::hub::Want::Tokenizer)
+    }
+
+    fn local(&self, want: ft_model::hub::Want) -> Result<LocalBase, String> {
         match self.config.model.base_ref(&self.ctx)? {
             BaseModelRef::HfDir(d) => Ok(LocalBase::HfDir(d)),
             BaseModelRef::Gguf(p) => Ok(LocalBase::Gguf(p)),
@@ -55,7 +65,7 @@ impl Loaded {
                     "base_model `{id}`: fetching from the hub cache or {}",
                     settings.endpoint
                 );
-                ft_model::hub::fetch_model(&id, &settings)
+                ft_model::hub::fetch(&id, &settings, want)
                     .map(LocalBase::HfDir)
                     .map_err(|e| e.to_string())
             }

@@ -3,8 +3,9 @@
 //! The tokenizer comes from `model.tokenizer` when set, else from
 //! `model.base_model` when that is a local HF model directory. A GGUF base
 //! carries its tokenizer as `tokenizer.ggml.*` metadata, rebuilt into an HF
-//! tokenizer directory under `output_dir` ([`gguf_tokenizer_dir`]). Hub ids
-//! are not downloaded by this stage.
+//! tokenizer directory under `output_dir` ([`gguf_tokenizer_dir`]). For a
+//! hub id, this stage fetches the config, tokenizer and template files only,
+//! not the weights.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,7 @@ pub fn tokenizer_dir(loaded: &Loaded) -> Result<PathBuf, TokenizeError> {
     if let Some(t) = &model.tokenizer {
         return Ok(loaded.ctx.resolve(t));
     }
-    match loaded.local_base() {
+    match loaded.local_tokenizer_base() {
         Ok(LocalBase::Gguf(p)) => gguf_tokenizer_dir(loaded, &p),
         Ok(LocalBase::HfDir(d)) => Ok(d),
         Err(msg) => Err(TokenizeError::NoTokenizer { message: msg }),
