@@ -210,8 +210,9 @@ pub fn fetch(id: &str, settings: &HubSettings, want: Want) -> Result<PathBuf, Hu
             files: present.into_iter().collect::<Vec<_>>().join(", "),
         });
     }
-    // The whole snapshot is here: `main` now means it (offline runs and
-    // the Python tools read that ref).
+    // What was asked for is here: `main` now means this commit (offline
+    // runs and the Python tools read that ref; an offline run that needs
+    // weights a tokenizer-only fetch left out says which file is missing).
     Cache::new(settings.cache.clone())
         .model(id.to_string())
         .create_ref(&info.sha)
