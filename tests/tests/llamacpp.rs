@@ -506,12 +506,25 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
         let m = load_model(&q8, &device, None).unwrap();
         ft_logits(&m, &path_seqs, &device)
     };
+    // One pass over ft's greedy paths: llama.cpp q8_0 vs ft f32 (with the
+    // disagreements' gaps: ft's logit of its token − ft's logit of
+    // llama.cpp's), ft on the q8_0 weights vs ft f32 and vs llama.cpp.
+    let (mut q8_same, mut n_path, mut gaps) = (0, 0, Vec::new());
     let (mut w_same, mut rt_same) = (0, 0);
-    for (((ids, n), l), f) in paths.iter().zip(&q8_logits).zip(&ft_q8) {
+    for ((((ids, n), l), o), f) in paths.iter().zip(&q8_logits).zip(&ours_paths).zip(&ft_q8) {
         for p in n - 1..ids.len() - 1 {
-            let fa = argmax(&f[p * vocab..(p + 1) * vocab]);
-            w_same += usize::from(fa == ids[p + 1] as usize);
-            rt_same += usize::from(fa == argmax(&l[p * vocab..(p + 1) * vocab]));
+            let row = p * vocab..(p + 1) * vocab;
+            let got = argmax(&l[row.clone()]);
+            let want = ids[p + 1] as usize;
+            if got == want {
+                q8_same += 1;
+            } else {
+                gaps.push(o[p * vocab + want] - o[p * vocab + got]);
+            }
+            n_path += 1;
+            let fa = argmax(&f[row]);
+            w_same += usize::from(fa == want);
+            rt_same += usize::from(fa == got);
         }
     }
     eprintln!(
@@ -520,20 +533,6 @@ fn smollm2_exports_and_lora_in_llama_cpp() {
     );
     std::fs::remove_file(&q8).unwrap();
     let q8_merged = export(&merged, &out.path().join("q8_merged.gguf"), GgufType::Q8_0);
-    // Disagreements: (ft's logit of its token − ft's logit of llama.cpp's).
-    let (mut q8_same, mut n_path, mut gaps) = (0, 0, Vec::new());
-    for (((ids, n), l), o) in paths.iter().zip(&q8_logits).zip(&ours_paths) {
-        for p in n - 1..ids.len() - 1 {
-            let got = argmax(&l[p * vocab..(p + 1) * vocab]);
-            let want = ids[p + 1] as usize;
-            if got == want {
-                q8_same += 1;
-            } else {
-                gaps.push(o[p * vocab + want] - o[p * vocab + got]);
-            }
-            n_path += 1;
-        }
-    }
     let (q8_all, n) = top1(&llama.logits(&q8_merged, None, vocab, &seqs), &ours, vocab);
     let lora_gguf = export_lora_gguf(&LoraExportOptions {
         adapter_dir: adapter.clone(),

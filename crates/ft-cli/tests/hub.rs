@@ -329,32 +329,26 @@ fn ft_generate_with_a_hub_id() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("tokens/s"), "{err}");
-    assert!(
-        hf_home
-            .join("hub/models--test-org--tiny-mistral/snapshots")
-            .join(SHA)
-            .join("model-00003-of-00003.safetensors")
-            .is_file()
-    );
+    assert!(snapshot.join("model-00003-of-00003.safetensors").is_file());
     let asked = seen.lock().unwrap().requests.len();
 
     // Offline, hub unreachable: answered from the cache.
-    let offline = ft(
-        &args,
-        &[("HF_HOME", &hf_home), ("HF_HUB_OFFLINE", Path::new("1"))],
-        "http://127.0.0.1:9",
-    );
+    // HF_HUB_OFFLINE with the hub unreachable.
+    let run_offline = |home: &Path| {
+        ft(
+            &args,
+            &[("HF_HOME", home), ("HF_HUB_OFFLINE", Path::new("1"))],
+            "http://127.0.0.1:9",
+        )
+    };
+    let offline = run_offline(&hf_home);
     let err = String::from_utf8_lossy(&offline.stderr);
     assert_eq!(offline.status.code(), Some(0), "{err}");
     assert_eq!(seen.lock().unwrap().requests.len(), asked);
 
     // Offline with an empty cache: exit 1, the id and the fix.
     let empty = work.path().join("empty");
-    let o = ft(
-        &args,
-        &[("HF_HOME", &empty), ("HF_HUB_OFFLINE", Path::new("1"))],
-        "http://127.0.0.1:9",
-    );
+    let o = run_offline(&empty);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(ID) && err.contains("HF_HUB_OFFLINE"), "{err}");

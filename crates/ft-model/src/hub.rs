@@ -197,14 +197,7 @@ pub fn fetch(id: &str, settings: &HubSettings, want: Want) -> Result<PathBuf, Hu
         if !present.contains("tokenizer.json") {
             return Err(HubError::NoTokenizer { id: id.to_string() });
         }
-    } else if present.contains(INDEX) {
-        let index = get(INDEX)?;
-        for shard in shards(id, &index)? {
-            get(&shard)?;
-        }
-    } else if present.contains(SINGLE) {
-        get(SINGLE)?;
-    } else {
+    } else if !get_weights(id, |f| present.contains(f), get)? {
         return Err(HubError::NoWeights {
             id: id.to_string(),
             files: present.into_iter().collect::<Vec<_>>().join(", "),
@@ -244,17 +237,34 @@ pub fn cached(id: &str, cache: &Path, want: Want) -> Result<PathBuf, HubError> {
     let config = need("config.json")?;
     if want == Want::Tokenizer {
         need("tokenizer.json")?;
-    } else if let Some(index) = repo.get(INDEX) {
-        for shard in shards(id, &index)? {
-            need(&shard)?;
-        }
-    } else {
+    } else if !get_weights(id, |f| repo.get(f).is_some(), need)? {
         need(SINGLE)?;
     }
     Ok(config
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cache.to_path_buf()))
+}
+
+/// Makes the weights local through `get`: the index and every shard it
+/// names, or the single file, whichever `has` sees. False when neither.
+fn get_weights(
+    id: &str,
+    has: impl Fn(&str) -> bool,
+    get: impl Fn(&str) -> Result<PathBuf, HubError>,
+) -> Result<bool, HubError> {
+    if has(INDEX) {
+        let index = get(INDEX)?;
+        for shard in shards(id, &index)? {
+            get(&shard)?;
+        }
+        Ok(true)
+    } else if has(SINGLE) {
+        get(SINGLE)?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
 }
 
 /// The shard files a safetensors index names, each once, in order.
