@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ft_model::lora::{self, LoraSpec};
-use ft_model::{CausalLm, LoraInit, PackedBatch, load_hf_dir};
+use ft_model::{CausalLm, LoraInit, Nf4Load, PackedBatch, load_hf_dir, load_model};
 use ft_tokenize::PackedRow;
 use ft_train::adamw::{AdamW, AdamWConfig};
 use ft_train::trainer::{micro_batch_loss, to_host};
@@ -29,9 +29,11 @@ struct Fixture {
 
 impl Fixture {
     fn open() -> Self {
+        Self::named("peft_step.safetensors")
+    }
+    fn named(file: &str) -> Self {
         Self {
-            bytes: std::fs::read(root().join("tests/fixtures/train/peft_step.safetensors"))
-                .unwrap(),
+            bytes: std::fs::read(root().join("tests/fixtures/train").join(file)).unwrap(),
         }
     }
     fn st(&self) -> SafeTensors<'_> {
@@ -106,7 +108,12 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn peft_model(fx: &Fixture, device: &Device) -> CausalLm {
-    let mut model = tiny_llama(device);
+    with_peft_init(tiny_llama(device), fx, device)
+}
+
+/// `model` with LoRA r=4, alpha=8 on all seven projections, initialised to
+/// the fixture's `init.*` (PEFT's keys).
+fn with_peft_init(mut model: CausalLm, fx: &Fixture, device: &Device) -> CausalLm {
     let ad = device.clone().autodiff();
     lora::attach_lora(&mut model, &spec_all7(4, 8.0), 0, &ad);
     let init: BTreeMap<String, Tensor<2>> = fx
@@ -215,6 +222,66 @@ fn one_lora_step_matches_peft() {
     // Adam's first step moves each weight by ≈ lr·sign(g): a wrong gradient
     // sign flips a weight by 2e-3.
     assert!(worst <= 1e-5, "max |Δ| after one step {worst}");
+}
+
+/// QLoRA: the tiny Llama quantized to NF4 on load (plain and double-quantized
+/// absmax), LoRA on top, one forward and backward: the base weights,
+/// logits, loss and every LoRA gradient equal PEFT's over bitsandbytes'
+/// `Linear4bit` on the CPU (tests/fixtures/gen/qlora_reference.py), same init
+/// and batch as `one_lora_step_matches_peft`.
+#[test]
+fn one_qlora_step_matches_peft_bitsandbytes() {
+    let init = Fixture::open();
+    let fx = Fixture::named("qlora_step.safetensors");
+    let device = Device::flex();
+    let (_, ids) = init.i64s("input_ids");
+    let (_, labels) = init.i64s("labels");
+    let rows: Vec<PackedRow> = (0..2)
+        .map(|r| {
+            row_from_labels(
+                &ids[r * 24..(r + 1) * 24],
+                &labels[r * 24..(r + 1) * 24],
+                vec![24],
+            )
+        })
+        .collect();
+    let refs: Vec<&PackedRow> = rows.iter().collect();
+    let seqs: Vec<Vec<Vec<u32>>> = rows.iter().map(|r| vec![r.ids.clone()]).collect();
+    let (_, fp32_loss) = init.f32s("loss");
+    for (variant, double_quant) in [("nf4", false), ("nf4dq", true)] {
+        let base = load_model(
+            &root().join("tests/fixtures/models/llama"),
+            &device,
+            Some(Nf4Load { double_quant }),
+        )
+        .unwrap();
+        let model = with_peft_init(base, &init, &device);
+        // The same NF4 base, bit for bit, before anything is compared.
+        for (i, layer) in model.model.layers.iter().enumerate() {
+            let q = layer.self_attn.q_proj.nf4.as_ref().expect("q_proj is NF4");
+            let got = to_host("w", q.dequantize()).unwrap();
+            let (_, want) = fx.f32s(&format!("{variant}.weight.{i}.self_attn.q_proj"));
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{variant}: layer {i} q_proj dequantizes differently from bitsandbytes"
+            );
+        }
+        let logits = to_host(
+            "logits",
+            model.forward(&PackedBatch::from_rows(&seqs, 0, &device)),
+        )
+        .unwrap();
+        let (_, want) = fx.f32s(&format!("{variant}.logits"));
+        let e = rel_err(&logits, &want);
+        assert!(e <= 1e-4, "{variant}: logits rel err {e}");
+        let (loss, grads) = grads_of(&model, &refs, &device);
+        // Quantization moves the loss well past the tolerance: this test
+        // cannot pass on a dense base.
+        assert!((loss - fp32_loss[0]).abs() > 100.0 * 1e-5 * fp32_loss[0]);
+        check_loss_and_grads(&fx, &format!("{variant}."), loss, &grads);
+    }
 }
 
 /// A packed row (two samples, positions restarting, block-diagonal

@@ -38,8 +38,11 @@
 //!   `tests/fixtures/gen/nf4_golden.py` into `tests/fixtures/nf4/`.
 //! - [`dequant`]: the CubeCL dequantization kernel (`f32` and `bf16` out), bit-exact against
 //!   the reference.
+//! - [`linear`]: the NF4 linear layer as a burn backend extension (CubeCL kernel on wgpu and
+//!   CUDA, the reference on the CPU) with a backward that never keeps the dense weight.
 
 pub mod dequant;
+pub mod linear;
 pub mod reference;
 
 #[cfg(test)]
@@ -47,4 +50,5 @@ mod fixtures;
 #[cfg(test)]
 mod golden_tests;
 
+pub use linear::{Nf4Backend, Nf4Weight};
 pub use reference::{Absmax, Nf4Tensor};

@@ -69,7 +69,11 @@ impl Linear {
                 } else {
                     q
                 };
-                (None, Some(Nf4Weight::new(q, vb.device())))
+                let w = Nf4Weight::upload(&q, vb.device()).map_err(|e| ModelError::Quantize {
+                    name: vb.full_name("weight"),
+                    message: e.to_string(),
+                })?;
+                (None, Some(w))
             }
         };
         let bias = if bias {
@@ -91,7 +95,7 @@ impl Linear {
     /// adapter was trained on.
     pub fn densify(&mut self) {
         if let Some(q) = self.nf4.take() {
-            self.weight = Some(Param::from_tensor(q.dequantize()));
+            self.weight = Some(Param::from_tensor(q.dequantize().detach()));
         }
     }
 
@@ -123,12 +127,23 @@ impl Linear {
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<2> = x.reshape([rows, dims[D - 1]]);
-        // burn's `linear` takes the weight as `[in, out]`: a transposed view.
-        let y = burn::tensor::module::linear(
-            x2.clone(),
-            self.base_weight().transpose(),
-            self.bias.as_ref().map(Param::val),
-        );
+        let y = match (&self.weight, &self.nf4) {
+            // The NF4 op dequantizes per call and again in its backward, so no
+            // layer's dense weight outlives its own product.
+            (None, Some(q)) => {
+                let y = q.forward(x2.clone());
+                match &self.bias {
+                    Some(b) => y + b.val().unsqueeze_dim(0),
+                    None => y,
+                }
+            }
+            // burn's `linear` takes the weight as `[in, out]`: a transposed view.
+            _ => burn::tensor::module::linear(
+                x2.clone(),
+                self.base_weight().transpose(),
+                self.bias.as_ref().map(Param::val),
+            ),
+        };
         let y = match &self.lora {
             Some(lora) => y + lora.forward(x2),
             None => y,
@@ -139,41 +154,11 @@ impl Linear {
     }
 }
 
-/// An NF4-quantized, frozen base weight in bitsandbytes' layout, kept on
-/// the host and dequantized per forward into a fresh dense tensor on
-/// `device` (the reference path; the CubeCL dequant kernel in `ft-kernels`
-/// is the GPU twin).
-#[derive(Debug, Clone)]
-pub struct Nf4Weight {
-    /// The quantized values.
-    pub tensor: Arc<Nf4Tensor>,
-    /// Where the dequantized weight is built.
-    pub device: Device,
-}
-
-impl Nf4Weight {
-    /// Wraps a quantized `[out, in]` tensor.
-    pub fn new(tensor: Nf4Tensor, device: &Device) -> Self {
-        Self {
-            tensor: Arc::new(tensor),
-            device: device.clone(),
-        }
-    }
-
-    /// `[out, in]`.
-    pub fn shape(&self) -> [usize; 2] {
-        let s = self.tensor.shape();
-        [s[0], s.get(1).copied().unwrap_or(1)]
-    }
-
-    /// The dequantized weight as f32.
-    pub fn dequantize(&self) -> Tensor<2> {
-        Tensor::from_data(
-            TensorData::new(self.tensor.dequantize(), self.shape()),
-            &self.device,
-        )
-    }
-}
+/// An NF4-quantized, frozen base weight in bitsandbytes' layout, on the
+/// model's device: the NF4 linear of `ft-kernels` (a burn backend
+/// extension: the CubeCL dequantization kernel on wgpu/CUDA, the reference
+/// on the CPU).
+pub use ft_kernels::nf4::Nf4Weight;
 
 /// The trainable low-rank update of a [`Linear`]: `s · dropout(x) Aᵀ Bᵀ`,
 /// `A` `[r, in]` and `B` `[out, r]`, named as PEFT names them (`lora_A`,

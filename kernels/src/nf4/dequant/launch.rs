@@ -214,6 +214,86 @@ pub fn dequantize_bf16(client: &Client, tensor: &DeviceNf4) -> Handle {
     out
 }
 
+/// Dequantizes `numel` values whose packed codes (`u32` words, [`CODES_PER_WORD`] values each)
+/// and `f32` absmax already live in device buffers, e.g. the buffers of burn tensors
+/// ([`crate::nf4::linear`]). Writes a fresh buffer of `numel` `f32`, or with `bf16_out` of
+/// `numel.div_ceil(2)` `u32` words holding little-endian `bf16` pairs.
+///
+/// # Panics
+///
+/// When a buffer is smaller than `numel` and `blocksize` call for, or `numel` does not fit the
+/// kernel's 32-bit indexing: the launches are unchecked, so a wrong length is refused here
+/// instead of becoming an out-of-bounds access on the device.
+pub fn dequantize_handles(
+    client: &Client,
+    codes: Handle,
+    absmax: Handle,
+    numel: usize,
+    blocksize: usize,
+    bf16_out: bool,
+) -> Handle {
+    let words = numel.div_ceil(CODES_PER_WORD);
+    let blocks = numel.div_ceil(blocksize);
+    assert!(
+        numel > 0 && numel <= MAX_NUMEL,
+        "NF4 dequantize: {numel} values (1..={MAX_NUMEL} fit the kernel)"
+    );
+    assert!(
+        blocksize.is_multiple_of(CODES_PER_WORD),
+        "NF4 dequantize: block size {blocksize} is not a multiple of {CODES_PER_WORD}"
+    );
+    let code_bytes = codes.size_in_used();
+    assert!(
+        code_bytes >= (words * size_of::<u32>()) as u64,
+        "NF4 dequantize: the codes buffer holds {code_bytes} bytes, {numel} values need {words} words"
+    );
+    let absmax_bytes = absmax.size_in_used();
+    assert!(
+        absmax_bytes >= (blocks * size_of::<f32>()) as u64,
+        "NF4 dequantize: the absmax buffer holds {absmax_bytes} bytes, {numel} values in blocks \
+         of {blocksize} need {blocks} f32"
+    );
+    let table = client.create_from_slice(f32::as_bytes(&NF4_TABLE));
+    let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
+    let cube_count = calculate_cube_count_elemwise(client, words, cube_dim);
+    if bf16_out {
+        let out_words = numel.div_ceil(2);
+        let out = client.empty(out_words * size_of::<u32>());
+        // SAFETY: the asserts above give `codes` >= `words` words and `absmax` >= `blocks`
+        // f32; `table` has 16 entries and `out` `out_words` words. The rest is as in
+        // `dequantize_bf16`.
+        unsafe {
+            kernel::dequantize_bf16::launch_unchecked(
+                client,
+                cube_count,
+                cube_dim,
+                BufferArg::from_raw_parts(codes, words),
+                BufferArg::from_raw_parts(absmax, blocks),
+                BufferArg::from_raw_parts(table, NF4_TABLE.len()),
+                BufferArg::from_raw_parts(out.clone(), out_words),
+                blocksize,
+            );
+        }
+        out
+    } else {
+        let out = client.empty(numel * size_of::<f32>());
+        // SAFETY: as above; `out` has `numel` f32. The rest is as in `dequantize_f32`.
+        unsafe {
+            kernel::dequantize_f32::launch_unchecked(
+                client,
+                cube_count,
+                cube_dim,
+                BufferArg::from_raw_parts(codes, words),
+                BufferArg::from_raw_parts(absmax, blocks),
+                BufferArg::from_raw_parts(table, NF4_TABLE.len()),
+                BufferArg::from_raw_parts(out.clone(), numel),
+                blocksize,
+            );
+        }
+        out
+    }
+}
+
 /// Reads `numel` `f32` values back from `handle` (an output of [`dequantize_f32`]).
 pub fn read_f32(client: &Client, handle: Handle, numel: usize) -> Result<Vec<f32>, KernelError> {
     let bytes = read(client, handle, numel * size_of::<f32>())?;

@@ -1,0 +1,235 @@
+//! The extension against the reference composition: the dense weight from the plain-Rust
+//! dequantization, burn's matmul, and burn's own autodiff through them.
+//!
+//! Each check takes a burn [`Device`] and runs on the CPU (`Flex`) always and on wgpu when the
+//! crate's `wgpu` feature links it (CI: Mesa lavapipe). Dequantization is compared bit for bit;
+//! products and gradients within `1e-5` of the largest magnitude (the two paths run the same
+//! matmuls, so on the CPU they agree exactly; the tolerance only leaves GPU reduction orders
+//! free).
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use super::Nf4Weight;
+use crate::nf4::reference::{BLOCKSIZE, Nf4Tensor};
+
+/// Deterministic pseudo-random values in `[-scale, scale)` (a 64-bit LCG), so every runtime
+/// sees the same inputs.
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn tensor(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 data")
+}
+
+/// `|a - b| <= 1e-5 * max |b|` everywhere.
+fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let (i, worst) = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .enumerate()
+        .fold(
+            (0, 0f32),
+            |acc, (i, d)| if d > acc.1 { (i, d) } else { acc },
+        );
+    assert!(
+        worst <= 1e-5 * scale,
+        "{what}: |diff| {worst:e} at {i} ({} vs {}) exceeds 1e-5 × {scale:e}",
+        a[i],
+        b[i]
+    );
+}
+
+/// Shapes: whole blocks; a partial last block and an odd value count; one row.
+const SHAPES: [[usize; 2]; 3] = [[48, 128], [5, 73], [1, 200]];
+
+fn quantized(shape: [usize; 2], seed: u64) -> Nf4Tensor {
+    let w = values(shape[0] * shape[1], seed, 0.08);
+    Nf4Tensor::quantize(&w, &shape, BLOCKSIZE).expect("quantize")
+}
+
+fn check_dequantize(device: &Device) {
+    for (k, shape) in SHAPES.into_iter().enumerate() {
+        for double in [false, true] {
+            let q = quantized(shape, k as u64);
+            let q = if double { q.with_double_quant() } else { q };
+            let w = Nf4Weight::upload(&q, device).expect("upload");
+            assert_eq!(w.shape(), shape);
+            let got: Vec<u32> = host(w.dequantize()).iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = q.dequantize().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(
+                got, want,
+                "dequantize {shape:?} double_quant={double}: bits differ"
+            );
+        }
+    }
+}
+
+fn check_forward(device: &Device) {
+    for (k, shape) in SHAPES.into_iter().enumerate() {
+        let q = quantized(shape, 10 + k as u64);
+        let w = Nf4Weight::upload(&q, device).expect("upload");
+        let x = tensor(
+            values(7 * shape[1], 20 + k as u64, 1.0),
+            [7, shape[1]],
+            device,
+        );
+        let dense = tensor(q.dequantize(), shape, device);
+        let want = host(x.clone().matmul(dense.transpose()));
+        let got = host(w.forward(x));
+        assert_close(&format!("forward {shape:?}"), &got, &want);
+    }
+}
+
+/// `QLoraLinear`'s forward and backward: `y = x·dequant(W)ᵀ + s·(x·Aᵀ)·Bᵀ`, gradients for `x`,
+/// `A` and `B`, against burn's autodiff through the dense reference weight.
+///
+/// The weight lives on the plain device and the input on its autodiff twin, as in training (the
+/// frozen base is loaded before autodiff is switched on).
+fn check_backward_with_lora(base_device: &Device) {
+    let device = base_device.clone().autodiff();
+    for (k, shape) in SHAPES.into_iter().enumerate() {
+        let [out_f, in_f] = shape;
+        let rank = 4;
+        let scale = 2.0;
+        let q = quantized(shape, 30 + k as u64);
+        let w = Nf4Weight::upload(&q, base_device).expect("upload");
+        let dense = tensor(q.dequantize(), shape, &device);
+        let x0 = values(9 * in_f, 40 + k as u64, 1.0);
+        let a0 = values(rank * in_f, 50 + k as u64, 0.1);
+        let b0 = values(out_f * rank, 60 + k as u64, 0.1);
+        // A fixed upstream gradient, so every output element matters differently.
+        let g = Tensor::<2>::random([9, out_f], Distribution::Normal(0.0, 1.0), &device);
+        let g = tensor(host(g), [9, out_f], &device);
+
+        let run = |nf4: bool| {
+            let x = tensor(x0.clone(), [9, in_f], &device).require_grad();
+            let a = tensor(a0.clone(), [rank, in_f], &device).require_grad();
+            let b = tensor(b0.clone(), [out_f, rank], &device).require_grad();
+            let base = if nf4 {
+                w.forward(x.clone())
+            } else {
+                x.clone().matmul(dense.clone().transpose())
+            };
+            let lora = x
+                .clone()
+                .matmul(a.clone().transpose())
+                .matmul(b.clone().transpose())
+                * scale;
+            let y = base + lora;
+            let grads = (y.clone() * g.clone()).sum().backward();
+            let grad = |t: &Tensor<2>| host(t.grad(&grads).expect("gradient"));
+            (host(y.inner()), grad(&x), grad(&a), grad(&b))
+        };
+        let (y, dx, da, db) = run(true);
+        let (y_ref, dx_ref, da_ref, db_ref) = run(false);
+        assert_close(&format!("y {shape:?}"), &y, &y_ref);
+        assert_close(&format!("dx {shape:?}"), &dx, &dx_ref);
+        assert_close(&format!("dA {shape:?}"), &da, &da_ref);
+        assert_close(&format!("dB {shape:?}"), &db, &db_ref);
+    }
+}
+
+/// The frozen base gets no gradient and the NF4 op is a constant outside the graph when the
+/// input needs none.
+fn check_no_gradient_without_tracked_input(device: &Device) {
+    let device = device.clone().autodiff();
+    let shape = [16, 64];
+    let q = quantized(shape, 70);
+    let w = Nf4Weight::upload(&q, &device).expect("upload");
+    let x = tensor(values(3 * 64, 71, 1.0), [3, 64], &device).require_grad();
+    let y = w.forward(x.clone());
+    let grads = y.sum().backward();
+    assert!(x.grad(&grads).is_some(), "x gets its gradient");
+    let dense = w.dequantize();
+    assert!(
+        !dense.is_require_grad(),
+        "the dequantized base is a constant"
+    );
+}
+
+mod flex {
+    use super::*;
+
+    fn device() -> Device {
+        Device::flex()
+    }
+
+    #[test]
+    fn dequantize_matches_reference() {
+        check_dequantize(&device());
+    }
+
+    #[test]
+    fn forward_matches_dense_composition() {
+        check_forward(&device());
+    }
+
+    #[test]
+    fn backward_with_lora_matches_autodiff_through_dense() {
+        check_backward_with_lora(&device());
+    }
+
+    #[test]
+    fn base_is_frozen() {
+        check_no_gradient_without_tracked_input(&device());
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use super::*;
+    use crate::nf4::dequant::tests::client_or_skip;
+    use crate::runtime::Backend;
+
+    /// burn's wgpu device, or `None` (with a message) on a machine without a Vulkan adapter.
+    fn device(test: &str) -> Option<Device> {
+        client_or_skip(Backend::Wgpu, test)?;
+        Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+    }
+
+    #[test]
+    fn dequantize_matches_reference() {
+        if let Some(d) = device("wgpu::dequantize_matches_reference") {
+            check_dequantize(&d);
+        }
+    }
+
+    #[test]
+    fn forward_matches_dense_composition() {
+        if let Some(d) = device("wgpu::forward_matches_dense_composition") {
+            check_forward(&d);
+        }
+    }
+
+    #[test]
+    fn backward_with_lora_matches_autodiff_through_dense() {
+        if let Some(d) = device("wgpu::backward_with_lora_matches_autodiff_through_dense") {
+            check_backward_with_lora(&d);
+        }
+    }
+
+    #[test]
+    fn base_is_frozen() {
+        if let Some(d) = device("wgpu::base_is_frozen") {
+            check_no_gradient_without_tracked_input(&d);
+        }
+    }
+}
