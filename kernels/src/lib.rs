@@ -15,6 +15,9 @@
 //!   dequantizes byte-identically to bitsandbytes 0.50.2 on CPU, double quantization included;
 //!   [`nf4::dequant`] is the device dequantization kernel, bit-exact against the reference.
 //!
+//! - [`loss`]: the LM head fused with the cross-entropy, chunked forward and backward, so the
+//!   `[tokens, vocab]` logits never exist at once (a burn backend extension with its own backward).
+//!
 //! # Runtimes
 //!
 //! The kernels are written once against CubeCL and run on whatever [`cubecl::client::Client`]
@@ -30,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod loss;
 pub mod nf4;
 pub mod runtime;
 

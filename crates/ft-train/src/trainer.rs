@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use ft_core::atomic::{AtomicDir, write_file};
 use ft_model::arch::layers::{DropoutState, splitmix64};
 use ft_model::lora::{self, LoraSpec};
@@ -37,9 +37,6 @@ use crate::batches::{Plan, as_sequences, targets, trained_tokens};
 use crate::config::{ResumeFrom, TrainConfig};
 use crate::error::TrainError;
 use crate::schedule::Schedule;
-
-/// At most this many logits (`tokens × vocab`) exist at once in the loss.
-pub const LOGIT_BUDGET: usize = 1 << 24;
 
 /// Version of the checkpoint layout.
 pub const CHECKPOINT_FORMAT: u32 = 1;
@@ -215,31 +212,10 @@ pub fn micro_batch_loss(
     let h = heads::final_hidden(model, &batch);
     let hidden = h.dims()[2];
     let h = h.reshape([b * w, hidden]);
-    let vocab = model.spec.vocab_size.max(1);
-    let chunk = (LOGIT_BUDGET / vocab).max(1);
-    let mut total: Option<Tensor<1>> = None;
-    for start in (0..n).step_by(chunk) {
-        let end = (start + chunk).min(n);
-        let len = end - start;
-        let pos = Tensor::<1, Int>::from_data(
-            TensorData::new(t.positions[start..end].to_vec(), [len]),
-            device,
-        );
-        let tok = Tensor::<2, Int>::from_data(
-            TensorData::new(t.tokens[start..end].to_vec(), [len, 1]),
-            device,
-        );
-        let logits = heads::lm_logits(model, h.clone().select(0, pos));
-        let nll = activation::log_softmax(logits, 1)
-            .gather(1, tok)
-            .sum()
-            .neg();
-        total = Some(match total {
-            Some(acc) => acc + nll,
-            None => nll,
-        });
-    }
-    total.map(|l| (l, n))
+    let pos = Tensor::<1, Int>::from_data(TensorData::new(t.positions, [n]), device);
+    let tok = Tensor::<1, Int>::from_data(TensorData::new(t.tokens, [n]), device);
+    let loss = heads::lm_nll_sum(model, h.select(0, pos), tok);
+    Some((loss, n))
 }
 
 /// Mean loss per trained token over `rows` (no gradients kept).

@@ -284,6 +284,43 @@ fn one_qlora_step_matches_peft_bitsandbytes() {
     }
 }
 
+/// The fused head + loss (frozen head, logits a chunk at a time in forward
+/// and backward) gives the loss and LoRA gradients of the plain
+/// `log_softmax` path, which the loss takes when the head is trained (here:
+/// the tied embedding made trainable).
+#[test]
+fn fused_head_loss_equals_log_softmax_path() {
+    let fx = Fixture::open();
+    let device = Device::flex();
+    let (_, ids) = fx.i64s("input_ids");
+    let (_, labels) = fx.i64s("labels");
+    let rows: Vec<PackedRow> = (0..2)
+        .map(|r| {
+            row_from_labels(
+                &ids[r * 24..(r + 1) * 24],
+                &labels[r * 24..(r + 1) * 24],
+                vec![24],
+            )
+        })
+        .collect();
+    let refs: Vec<&PackedRow> = rows.iter().collect();
+    let fused = peft_model(&fx, &device);
+    let mut plain = peft_model(&fx, &device);
+    assert!(plain.lm_head.is_none(), "the tiny Llama ties its head");
+    let w = plain.model.embed_tokens.weight.val();
+    plain.model.embed_tokens.weight = burn::module::Param::from_tensor(w.autodiff().require_grad());
+    let (loss_fused, grads_fused) = grads_of(&fused, &refs, &device);
+    let (loss_plain, grads_plain) = grads_of(&plain, &refs, &device);
+    assert!(
+        (loss_fused - loss_plain).abs() <= 1e-6 * loss_plain.abs(),
+        "loss {loss_fused} vs {loss_plain}"
+    );
+    for (k, g) in &grads_fused {
+        let e = rel_err(g, &grads_plain[k]);
+        assert!(e <= 1e-5, "{k}: rel err {e}");
+    }
+}
+
 /// A packed row (two samples, positions restarting, block-diagonal
 /// attention) gives PEFT's loss and gradients of the two samples run apart.
 #[test]

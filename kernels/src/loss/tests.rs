@@ -1,0 +1,90 @@
+//! The fused loss against burn's autodiff through the plain composition
+//! (`log_softmax(h · Wᵀ).gather(targets)`), on the CPU and on wgpu.
+
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+
+use super::linear_cross_entropy;
+
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 data")
+}
+
+fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        worst <= tol * scale,
+        "{what}: max |diff| {worst:e} > {tol:e} × {scale:e}"
+    );
+}
+
+/// Loss and `dh` for several chunkings (one row per chunk, uneven, all rows in one) equal the
+/// composition's; the weight gets no gradient.
+fn check(device: &Device, tol: f32) {
+    let device = device.clone().autodiff();
+    let (rows, hidden, vocab) = (13, 16, 37);
+    let h0 = values(rows * hidden, 1, 2.0);
+    let w0 = values(vocab * hidden, 2, 1.0);
+    let t0: Vec<i64> = (0..rows as i64)
+        .map(|r| (r * 7 + 3) % vocab as i64)
+        .collect();
+    let w = Tensor::<2>::from_data(TensorData::new(w0, [vocab, hidden]), &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(t0.clone(), [rows]), &device);
+
+    let h =
+        Tensor::<2>::from_data(TensorData::new(h0.clone(), [rows, hidden]), &device).require_grad();
+    let logits = h.clone().matmul(w.clone().transpose());
+    let want = activation::log_softmax(logits, 1)
+        .gather(1, targets.clone().reshape([rows, 1]))
+        .sum()
+        .neg();
+    // A non-unit upstream gradient, as from a loss divided by the token count.
+    let g = (want.clone() * 0.37).backward();
+    let want_dh = host(h.grad(&g).expect("dh"));
+    let want = host(want.inner());
+
+    for chunk in [1, 5, rows, 64] {
+        let h = Tensor::<2>::from_data(TensorData::new(h0.clone(), [rows, hidden]), &device)
+            .require_grad();
+        let wt = w.clone().require_grad();
+        let loss = linear_cross_entropy(h.clone(), wt.clone(), targets.clone(), chunk);
+        let g = (loss.clone() * 0.37).backward();
+        assert_close(
+            &format!("loss, chunk {chunk}"),
+            &host(loss.inner()),
+            &want,
+            tol,
+        );
+        let dh = host(h.grad(&g).expect("dh"));
+        assert_close(&format!("dh, chunk {chunk}"), &dh, &want_dh, tol);
+        assert!(wt.grad(&g).is_none(), "the LM head is frozen: no gradient");
+    }
+}
+
+#[test]
+fn flex_matches_composition() {
+    check(&Device::flex(), 1e-5);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_matches_composition() {
+    use crate::nf4::dequant::tests::client_or_skip;
+    use crate::runtime::Backend;
+    if client_or_skip(Backend::Wgpu, "loss::wgpu_matches_composition").is_some() {
+        check(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-4);
+    }
+}
