@@ -113,8 +113,14 @@ fn peft_model(fx: &Fixture, device: &Device) -> CausalLm {
 
 /// `model` with LoRA r=4, alpha=8 on all seven projections, initialised to
 /// the fixture's `init.*` (PEFT's keys).
-fn with_peft_init(mut model: CausalLm, fx: &Fixture, device: &Device) -> CausalLm {
-    let ad = device.clone().autodiff();
+fn with_peft_init(model: CausalLm, fx: &Fixture, device: &Device) -> CausalLm {
+    with_peft_init_on(model, fx, &device.clone().autodiff())
+}
+
+/// [`with_peft_init`] with the adapter on the autodiff device `ad` (e.g. one
+/// with gradient checkpointing).
+fn with_peft_init_on(mut model: CausalLm, fx: &Fixture, ad: &Device) -> CausalLm {
+    let ad = ad.clone();
     lora::attach_lora(&mut model, &spec_all7(4, 8.0), 0, &ad);
     let init: BTreeMap<String, Tensor<2>> = fx
         .keys("init.")
@@ -281,6 +287,53 @@ fn one_qlora_step_matches_peft_bitsandbytes() {
         // cannot pass on a dense base.
         assert!((loss - fp32_loss[0]).abs() > 100.0 * 1e-5 * fp32_loss[0]);
         check_loss_and_grads(&fx, &format!("{variant}."), loss, &grads);
+    }
+}
+
+/// Gradient checkpointing (burn's balanced strategy, `train.gradient_checkpointing`)
+/// on a QLoRA model: the NF4 linear and the fused loss keep their own
+/// backward state, and the loss and every LoRA gradient are those of the
+/// run without it.
+#[test]
+fn qlora_gradient_checkpointing_changes_nothing() {
+    let fx = Fixture::open();
+    let device = Device::flex();
+    let (_, ids) = fx.i64s("input_ids");
+    let (_, labels) = fx.i64s("labels");
+    let rows: Vec<PackedRow> = (0..2)
+        .map(|r| {
+            row_from_labels(
+                &ids[r * 24..(r + 1) * 24],
+                &labels[r * 24..(r + 1) * 24],
+                vec![24],
+            )
+        })
+        .collect();
+    let refs: Vec<&PackedRow> = rows.iter().collect();
+    let nf4 = || {
+        load_model(
+            &root().join("tests/fixtures/models/llama"),
+            &device,
+            Some(Nf4Load { double_quant: true }),
+        )
+        .unwrap()
+    };
+    let plain = with_peft_init_on(nf4(), &fx, &device.clone().autodiff());
+    let ckpt = with_peft_init_on(
+        nf4(),
+        &fx,
+        &device.clone().autodiff().gradient_checkpointing(),
+    );
+    let (loss_plain, grads_plain) = grads_of(&plain, &refs, &device);
+    let (loss_ckpt, grads_ckpt) = grads_of(&ckpt, &refs, &device);
+    assert!(
+        (loss_ckpt - loss_plain).abs() <= 1e-6 * loss_plain.abs(),
+        "loss {loss_ckpt} vs {loss_plain}"
+    );
+    assert_eq!(grads_ckpt.len(), 28);
+    for (k, g) in &grads_ckpt {
+        let e = rel_err(g, &grads_plain[k]);
+        assert!(e <= 1e-5, "{k}: rel err {e}");
     }
 }
 
