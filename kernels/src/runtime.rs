@@ -65,6 +65,31 @@ pub fn client(backend: Backend) -> Result<Client, KernelError> {
     }
 }
 
+/// burn's device for `backend`, for running models and burn-level kernels (the
+/// [`crate::nf4::linear`] extension) there: `Ok(None)` when the build links the runtime but the
+/// machine has no such device, so a caller can skip with a message.
+pub fn burn_device(backend: Backend) -> Result<Option<burn::tensor::Device>, KernelError> {
+    match client(backend) {
+        Ok(_) => {}
+        Err(KernelError::NoDevice { .. }) => return Ok(None),
+        Err(other) => return Err(other),
+    }
+    Ok(Some(match backend {
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => burn::tensor::Device::cuda(0),
+        // `client` answered `RuntimeNotLinked` for a runtime left out of the build.
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(KernelError::RuntimeNotLinked {
+                backend: other,
+                feature: other.feature(),
+            });
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,9 +237,48 @@ fn one_lora_step_matches_peft() {
 /// and batch as `one_lora_step_matches_peft`.
 #[test]
 fn one_qlora_step_matches_peft_bitsandbytes() {
+    check_qlora_step(&Device::flex());
+}
+
+/// The same QLoRA step on burn's wgpu backend: the CubeCL NF4 dequant
+/// kernel, burn's CubeCL matmuls and reductions, the fused loss; the code a
+/// CUDA run takes apart from the runtime (CI: Mesa lavapipe).
+#[test]
+fn one_qlora_step_on_wgpu_matches_peft_bitsandbytes() {
+    use ft_kernels::KernelError;
+    use ft_kernels::runtime::{Backend, burn_device};
+    match burn_device(Backend::Wgpu) {
+        Ok(Some(device)) => check_qlora_step(&device),
+        Ok(None) => eprintln!("SKIPPED one_qlora_step_on_wgpu: no Vulkan device on this machine"),
+        Err(KernelError::RuntimeNotLinked { .. }) => {
+            eprintln!("SKIPPED one_qlora_step_on_wgpu: built without `--features ft-kernels/wgpu`")
+        }
+        Err(e) => panic!("wgpu device: {e}"),
+    }
+}
+
+/// The same QLoRA step on CUDA: build this test binary with
+/// `--features ft-kernels/cuda` and run it with `--ignored` on the GPU
+/// machine (`benches/gpu/`).
+#[test]
+#[ignore = "needs a CUDA GPU and --features ft-kernels/cuda"]
+fn one_qlora_step_on_cuda_matches_peft_bitsandbytes() {
+    use ft_kernels::KernelError;
+    use ft_kernels::runtime::{Backend, burn_device};
+    match burn_device(Backend::Cuda) {
+        Ok(Some(device)) => check_qlora_step(&device),
+        Ok(None) => eprintln!("SKIPPED one_qlora_step_on_cuda: no CUDA device on this machine"),
+        Err(KernelError::RuntimeNotLinked { .. }) => {
+            eprintln!("SKIPPED one_qlora_step_on_cuda: built without `--features ft-kernels/cuda`")
+        }
+        Err(e) => panic!("CUDA device: {e}"),
+    }
+}
+
+fn check_qlora_step(device: &Device) {
     let init = Fixture::open();
     let fx = Fixture::named("qlora_step.safetensors");
-    let device = Device::flex();
+    let device = device.clone();
     let (_, ids) = init.i64s("input_ids");
     let (_, labels) = init.i64s("labels");
     let rows: Vec<PackedRow> = (0..2)

@@ -88,3 +88,13 @@ fn wgpu_matches_composition() {
         check(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-4);
     }
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_composition() {
+    use crate::runtime::{Backend, burn_device};
+    match burn_device(Backend::Cuda).expect("the cuda feature links CUDA") {
+        Some(d) => check(&d, 1e-4),
+        None => eprintln!("SKIPPED loss::cuda_matches_composition: no CUDA device"),
+    }
+}

@@ -233,3 +233,46 @@ mod wgpu {
         }
     }
 }
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use crate::runtime::{Backend, burn_device};
+
+    /// burn's CUDA device, or `None` (with a message) on a machine without a GPU.
+    fn device(test: &str) -> Option<Device> {
+        let d = burn_device(Backend::Cuda).expect("the cuda feature links CUDA");
+        if d.is_none() {
+            eprintln!("SKIPPED {test}: no CUDA device on this machine");
+        }
+        d
+    }
+
+    #[test]
+    fn dequantize_matches_reference() {
+        if let Some(d) = device("cuda::dequantize_matches_reference") {
+            check_dequantize(&d);
+        }
+    }
+
+    #[test]
+    fn forward_matches_dense_composition() {
+        if let Some(d) = device("cuda::forward_matches_dense_composition") {
+            check_forward(&d);
+        }
+    }
+
+    #[test]
+    fn backward_with_lora_matches_autodiff_through_dense() {
+        if let Some(d) = device("cuda::backward_with_lora_matches_autodiff_through_dense") {
+            check_backward_with_lora(&d);
+        }
+    }
+
+    #[test]
+    fn base_is_frozen() {
+        if let Some(d) = device("cuda::base_is_frozen") {
+            check_no_gradient_without_tracked_input(&d);
+        }
+    }
+}
