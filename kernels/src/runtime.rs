@@ -74,20 +74,21 @@ pub fn burn_device(backend: Backend) -> Result<Option<burn::tensor::Device>, Ker
         Err(KernelError::NoDevice { .. }) => return Ok(None),
         Err(other) => return Err(other),
     }
-    Ok(Some(match backend {
+    let device = match backend {
         #[cfg(feature = "wgpu")]
-        Backend::Wgpu => burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        Backend::Wgpu => Some(burn::tensor::Device::wgpu(
+            burn::tensor::DeviceKind::DefaultDevice,
+        )),
         #[cfg(feature = "cuda")]
-        Backend::Cuda => burn::tensor::Device::cuda(0),
-        // `client` answered `RuntimeNotLinked` for a runtime left out of the build.
+        Backend::Cuda => Some(burn::tensor::Device::cuda(0)),
+        // `client` answered `RuntimeNotLinked` already for a runtime left out of the build.
         #[allow(unreachable_patterns)]
-        other => {
-            return Err(KernelError::RuntimeNotLinked {
-                backend: other,
-                feature: other.feature(),
-            });
-        }
-    }))
+        _ => None,
+    };
+    device.map(Some).ok_or(KernelError::RuntimeNotLinked {
+        backend,
+        feature: backend.feature(),
+    })
 }
 
 #[cfg(test)]
