@@ -793,6 +793,34 @@ mod tests {
         }
     }
 
+    /// A GGUF base (the real SmolLM2-135M, Q4_1/Q8_0: dequantized, then
+    /// quantized to NF4), when `scripts/fetch-smollm2.sh` has fetched it.
+    #[test]
+    fn a_gguf_base_is_cached_too() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/models/smollm2-135m-instruct.gguf");
+        if !path.is_file() {
+            eprintln!(
+                "SKIPPED a_gguf_base_is_cached_too: {} is absent (run scripts/fetch-smollm2.sh)",
+                path.display()
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Nf4Cache::new(tmp.path());
+        let (first, miss) = load(&path, true, &cache);
+        assert_eq!(miss.status, Nf4CacheStatus::Written);
+        assert_eq!(
+            miss.tensors,
+            lora::linears(&first).len() + usize::from(first.lm_head.is_some())
+        );
+        let (second, hit) = load(&path, true, &cache);
+        assert_eq!(hit.status, Nf4CacheStatus::Hit);
+        assert_eq!((hit.tensors, &hit.path), (miss.tensors, &miss.path));
+        assert_eq!(linear_bits(&second), linear_bits(&first));
+        assert_clean(&cache);
+    }
+
     /// A source that records which tensors are read.
     struct Recording<'a> {
         inner: &'a SafetensorsDir,
