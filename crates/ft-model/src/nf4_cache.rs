@@ -105,18 +105,6 @@ impl Nf4Cache {
         &self.dir
     }
 
-    /// The cache file for `source` quantized with `settings`, or why there
-    /// can be none (a source that names no files, a file that cannot be
-    /// inspected).
-    pub fn file_for(
-        &self,
-        source: &dyn TensorSource,
-        settings: Nf4Load,
-    ) -> Result<PathBuf, String> {
-        let key = cache_key(source, settings, NF4_BLOCKSIZE)?;
-        Ok(self.file_of_key(&key))
-    }
-
     fn file_of_key(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{}.safetensors", &key[..16]))
     }
