@@ -11,9 +11,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn ft(args: &[&str]) -> (bool, String, String) {
+/// Runs `ft` with its caches (the NF4 base) under `cache`, not the user's.
+fn ft(args: &[&str], cache: &Path) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_ft"))
         .args(args)
+        .env("FT_CACHE_DIR", cache)
         .current_dir(repo())
         .output()
         .unwrap();
@@ -43,6 +45,7 @@ fn quickstart_pipeline_in_short() {
     }
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().join("qs");
+    let cache = out.path().join("cache");
     let set_out = format!("output_dir={}", out_dir.display());
     let common = [
         "--set",
@@ -60,8 +63,11 @@ fn quickstart_pipeline_in_short() {
     ];
     let mut args = vec!["run", "examples/quickstart.yml"];
     args.extend(common);
-    let (ok, stdout, stderr) = ft(&args);
+    let (ok, stdout, stderr) = ft(&args, &cache);
     assert!(ok, "ft run failed:\n{stdout}\n{stderr}");
+    // The NF4 base went to the cache (`ft generate` below reads it back).
+    assert!(stderr.contains("NF4 base quantized and cached"), "{stderr}");
+    assert_eq!(std::fs::read_dir(cache.join("nf4")).unwrap().count(), 1);
     for f in [
         "adapter_model.safetensors",
         "adapter_config.json",
@@ -137,7 +143,7 @@ fn quickstart_pipeline_in_short() {
     );
 
     // `ft runs` lists the run.
-    let (ok, table, stderr) = ft(&["runs", out_dir.to_str().unwrap()]);
+    let (ok, table, stderr) = ft(&["runs", out_dir.to_str().unwrap()], &cache);
     assert!(ok, "ft runs failed: {stderr}");
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "{table}");
@@ -172,13 +178,14 @@ fn quickstart_pipeline_in_short() {
         ];
         args.extend(&common[..2]);
         args.extend(extra);
-        let (ok, stdout, stderr) = ft(&args);
+        let (ok, stdout, stderr) = ft(&args, &cache);
         assert!(ok, "ft generate {extra:?} failed:\n{stdout}\n{stderr}");
-        stdout.trim().to_string()
+        (stdout.trim().to_string(), stderr)
     };
-    let with_adapter = ask(&["--adapter", adapter.as_str()]);
+    let (with_adapter, stderr) = ask(&["--adapter", adapter.as_str()]);
+    assert!(stderr.contains("NF4 base from cache"), "{stderr}");
     let merged = format!("model.base_model={}", out_dir.join("merged").display());
-    let from_merged = ask(&["--set", merged.as_str()]);
+    let (from_merged, _) = ask(&["--set", merged.as_str()]);
     assert!(!with_adapter.is_empty());
     assert_eq!(with_adapter, from_merged);
 }
@@ -238,9 +245,11 @@ train:
         }
         a
     };
+    let cache = out.path().join("cache");
     let whole = out.path().join("whole");
     let o = Command::new(env!("CARGO_BIN_EXE_ft"))
         .args(args(&whole, &[]))
+        .env("FT_CACHE_DIR", &cache)
         .current_dir(repo())
         .output()
         .unwrap();
@@ -250,6 +259,7 @@ train:
     let cut = out.path().join("cut");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ft"))
         .args(args(&cut, &[]))
+        .env("FT_CACHE_DIR", &cache)
         .current_dir(repo())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -276,12 +286,17 @@ train:
     );
     let o = Command::new(env!("CARGO_BIN_EXE_ft"))
         .args(args(&cut, &["train.resume_from_checkpoint=true".into()]))
+        .env("FT_CACHE_DIR", &cache)
         .current_dir(repo())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
     assert!(stdout.contains("resumed at step"), "{stdout}");
+    // The runs after the first took the NF4 base from the cache, and the
+    // adapter still matches the uninterrupted run's bit for bit.
+    assert!(stderr.contains("NF4 base from cache"), "{stderr}");
     let a = std::fs::read(whole.join("adapter_model.safetensors")).unwrap();
     let b = std::fs::read(cut.join("adapter_model.safetensors")).unwrap();
     assert!(

@@ -1,6 +1,6 @@
 //! Loads a model (HF directory or `.gguf`) into f32 on the CPU (with
 //! `--nf4`: linear weights quantized to NF4 with double quantization, as
-//! for QLoRA), runs one forward pass on 8 tokens and prints the load time
+//! for QLoRA, through the NF4 cache as `ft run` does), runs one forward pass on 8 tokens and prints the load time
 //! and the weights' size, for time and peak-memory measurements of the
 //! loader:
 //!
@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
-use ft_model::{PackedBatch, load_model};
+use ft_model::{PackedBatch, load_model_cached};
 
 fn main() {
     let path = std::env::args()
@@ -24,8 +24,19 @@ fn main() {
         .then_some(ft_model::Nf4Load { double_quant: true });
     let device = Device::flex();
     let t0 = Instant::now();
-    let model = load_model(std::path::Path::new(&path), &device, nf4).unwrap();
+    // `FT_NF4_CACHE=0` measures quantizing every time.
+    let cache = nf4.and_then(|_| ft_model::Nf4Cache::from_env());
+    let (model, report) =
+        load_model_cached(std::path::Path::new(&path), &device, nf4, cache.as_ref()).unwrap();
     let load = t0.elapsed();
+    if let Some(r) = report {
+        println!(
+            "NF4 cache: {:?}, {} tensors, {}",
+            r.status,
+            r.tensors,
+            r.path.display()
+        );
+    }
     let params: usize = ft_model::lora::linears(&model)
         .iter()
         .map(|(_, l)| {

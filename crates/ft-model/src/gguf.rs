@@ -22,7 +22,7 @@ use ft_gguf::GgufFile;
 
 use crate::arch::{CausalLm, DecoderSpec, RopeScaling};
 use crate::error::ModelError;
-use crate::weights::{HostTensor, TensorSource, VarBuilder};
+use crate::weights::{HostTensor, TensorSource, VarBuilder, WeightFile};
 
 /// A GGUF file as a [`TensorSource`] with HF tensor names.
 pub struct GgufSource {
@@ -196,6 +196,19 @@ impl TensorSource for GgufSource {
 
     fn origin(&self) -> &Path {
         &self.path
+    }
+
+    fn weight_files(&self) -> Vec<WeightFile<'_>> {
+        // Everything before the data section: the metadata (architecture,
+        // head counts, the vocabulary) and the tensor infos (names, types,
+        // shapes, offsets).
+        let bytes = self.file.bytes();
+        let end = usize::try_from(self.file.header().data_offset)
+            .map_or(bytes.len(), |n| n.min(bytes.len()));
+        vec![WeightFile {
+            path: &self.path,
+            header: &bytes[..end],
+        }]
     }
 }
 

@@ -27,6 +27,7 @@ pub mod heads;
 pub mod hub;
 pub mod load;
 pub mod lora;
+pub mod nf4_cache;
 pub mod weights;
 
 pub use arch::{CausalLm, DecoderSpec, PackedBatch};
@@ -35,5 +36,6 @@ pub use device::{DeviceChoice, DeviceError, resolve_device};
 pub use error::ModelError;
 pub use generate::{GenerateError, GenerateOptions, Generation, KvCache, StopReason, generate};
 pub use gguf::load_gguf;
-pub use load::{load_hf_dir, load_hf_dir_with_unused, load_model};
+pub use load::{load_hf_dir, load_hf_dir_with_unused, load_model, load_model_cached};
+pub use nf4_cache::{Nf4Cache, Nf4CacheReport, Nf4CacheStatus};
 pub use weights::Nf4Load;

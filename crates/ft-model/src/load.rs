@@ -6,13 +6,15 @@
 //! converted to f32 on `device`.
 
 use std::path::Path;
+use std::rc::Rc;
 
 use burn::tensor::Device;
 use ft_arch::HfConfig;
 
 use crate::arch::{CausalLm, spec_for};
 use crate::error::ModelError;
-use crate::weights::{Nf4Load, SafetensorsDir, VarBuilder};
+use crate::nf4_cache::{Nf4Cache, Nf4CacheReport, Nf4CacheSession};
+use crate::weights::{Nf4Load, SafetensorsDir, TensorSource, VarBuilder};
 
 /// Loads the model in the HF directory `dir` onto `device`, in f32.
 ///
@@ -28,18 +30,48 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> 
 /// Loads a base model from an HF directory or a `.gguf` file, quantizing
 /// the projections to NF4 on the way in when `nf4` is set (QLoRA): each
 /// weight goes from the file straight to NF4, so the dense model is never
-/// in memory at once.
+/// in memory at once. No NF4 cache: see [`load_model_cached`].
 pub fn load_model(
     path: &Path,
     device: &Device,
     nf4: Option<Nf4Load>,
 ) -> Result<CausalLm, ModelError> {
+    load_model_cached(path, device, nf4, None).map(|(model, _)| model)
+}
+
+/// [`load_model`], taking the NF4 weights from `cache` when it holds this
+/// base quantized with these settings, and otherwise quantizing them and
+/// writing them there for the next run ([`crate::nf4_cache`]). The report
+/// says which happened; it is `None` without `nf4` or `cache`, or when the
+/// base's files cannot be keyed (a warning says why).
+pub fn load_model_cached(
+    path: &Path,
+    device: &Device,
+    nf4: Option<Nf4Load>,
+    cache: Option<&Nf4Cache>,
+) -> Result<(CausalLm, Option<Nf4CacheReport>), ModelError> {
     if path.is_file() {
         let source = crate::gguf::GgufSource::open(path)?;
         let spec = source.spec()?;
-        return CausalLm::load(&spec, &VarBuilder::new(&source, device).with_nf4(nf4));
+        let session = open_session(cache, &source, nf4);
+        let vb = VarBuilder::new(&source, device)
+            .with_nf4(nf4)
+            .with_nf4_cache(session.clone());
+        let model = CausalLm::load(&spec, &vb)?;
+        return Ok((model, session.map(|s| s.finish())));
     }
-    load_hf_dir_nf4(path, device, nf4)
+    let (model, unused, report) = load_hf_dir_inner(path, device, nf4, cache)?;
+    warn_unused(path, &unused);
+    Ok((model, report))
+}
+
+/// The NF4 cache's part in this load, when there is one.
+fn open_session(
+    cache: Option<&Nf4Cache>,
+    source: &dyn TensorSource,
+    nf4: Option<Nf4Load>,
+) -> Option<Rc<Nf4CacheSession>> {
+    Some(Rc::new(cache?.session(source, nf4?)?))
 }
 
 fn load_hf_dir_nf4(
@@ -47,7 +79,12 @@ fn load_hf_dir_nf4(
     device: &Device,
     nf4: Option<Nf4Load>,
 ) -> Result<CausalLm, ModelError> {
-    let (model, unused) = load_hf_dir_inner(dir, device, nf4)?;
+    let (model, unused, _) = load_hf_dir_inner(dir, device, nf4, None)?;
+    warn_unused(dir, &unused);
+    Ok(model)
+}
+
+fn warn_unused(dir: &Path, unused: &[String]) {
     if !unused.is_empty() {
         tracing::warn!(
             dir = %dir.display(),
@@ -56,7 +93,6 @@ fn load_hf_dir_nf4(
             unused.join(", ")
         );
     }
-    Ok(model)
 }
 
 /// [`load_hf_dir`], also returning the checkpoint tensors the model did not
@@ -65,20 +101,26 @@ pub fn load_hf_dir_with_unused(
     dir: &Path,
     device: &Device,
 ) -> Result<(CausalLm, Vec<String>), ModelError> {
-    load_hf_dir_inner(dir, device, None)
+    load_hf_dir_inner(dir, device, None, None).map(|(model, unused, _)| (model, unused))
 }
+
+type Loaded = (CausalLm, Vec<String>, Option<Nf4CacheReport>);
 
 fn load_hf_dir_inner(
     dir: &Path,
     device: &Device,
     nf4: Option<Nf4Load>,
-) -> Result<(CausalLm, Vec<String>), ModelError> {
+    cache: Option<&Nf4Cache>,
+) -> Result<Loaded, ModelError> {
     let config_path = dir.join("config.json");
     let cfg = HfConfig::read(&config_path)?;
     let spec = spec_for(&cfg, &config_path)?;
     let weights = SafetensorsDir::open(dir)?;
     tracing::debug!(dir = %dir.display(), arch = ?spec.arch, "loading safetensors model");
-    let vb = VarBuilder::new(&weights, device).with_nf4(nf4);
+    let session = open_session(cache, &weights, nf4);
+    let vb = VarBuilder::new(&weights, device)
+        .with_nf4(nf4)
+        .with_nf4_cache(session.clone());
     let model = CausalLm::load(&spec, &vb)?;
     let used = vb.used_names();
     let unused = weights
@@ -88,7 +130,7 @@ fn load_hf_dir_inner(
         .filter(|n| !(spec.tie_word_embeddings && *n == "lm_head.weight"))
         .map(str::to_string)
         .collect();
-    Ok((model, unused))
+    Ok((model, unused, session.map(|s| s.finish())))
 }
 
 #[cfg(test)]

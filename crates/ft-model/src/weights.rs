@@ -27,10 +27,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use ft_kernels::nf4::Nf4Tensor;
+use ft_kernels::nf4::reference::BLOCKSIZE as NF4_BLOCKSIZE;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::ModelError;
+use crate::nf4_cache::Nf4CacheSession;
 
 /// A tensor as it comes out of a source: its shape and its values in f32,
 /// row-major.
@@ -52,10 +55,36 @@ pub trait TensorSource {
 
     /// Where the tensors come from, for error messages.
     fn origin(&self) -> &Path;
+
+    /// The files the tensors are read from, each with its header (the
+    /// bytes that describe its tensors), for keying caches of what is
+    /// derived from them ([`crate::nf4_cache`]). Empty, the default, means
+    /// nothing derived from this source is cached.
+    fn weight_files(&self) -> Vec<WeightFile<'_>> {
+        Vec::new()
+    }
+}
+
+/// A file a [`TensorSource`] reads, as [`TensorSource::weight_files`]
+/// names it.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightFile<'a> {
+    /// The file, as opened (not canonicalized).
+    pub path: &'a Path,
+    /// Its header: a safetensors file's JSON header, a GGUF file's
+    /// metadata and tensor infos.
+    pub header: &'a [u8],
+}
+
+/// A tensor's bytes as stored, with its dtype and shape.
+pub(crate) struct RawTensor {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// One memory-mapped `.safetensors` file with its parsed header.
-struct MappedFile {
+pub(crate) struct MappedFile {
     path: PathBuf,
     file: File,
     mmap: Mmap,
@@ -63,10 +92,12 @@ struct MappedFile {
     data_start: usize,
     /// name → (dtype, shape, start, end) relative to `data_start`.
     infos: HashMap<String, (Dtype, Vec<usize>, usize, usize)>,
+    /// The header's `__metadata__` (string to string), empty when absent.
+    metadata: HashMap<String, String>,
 }
 
 impl MappedFile {
-    fn open(path: &Path) -> Result<Self, ModelError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, ModelError> {
         let file = File::open(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
@@ -93,26 +124,39 @@ impl MappedFile {
                 (name, (info.dtype, info.shape.clone(), start, end))
             })
             .collect();
+        let metadata = metadata.metadata().clone().unwrap_or_default();
         Ok(Self {
             path: path.to_path_buf(),
             file,
             mmap,
             data_start: 8 + header_len,
             infos,
+            metadata,
         })
     }
 
-    fn load(&self, name: &str) -> Result<Option<HostTensor>, ModelError> {
+    /// The header's `__metadata__` entries.
+    pub(crate) fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// The JSON header (without the 8-byte length before it).
+    fn header(&self) -> &[u8] {
+        self.mmap.get(8..self.data_start).unwrap_or_default()
+    }
+
+    /// The stored bytes of tensor `name` with its dtype and shape, as they
+    /// are in the file; `None` when the file has no such tensor.
+    pub(crate) fn raw(&self, name: &str) -> Result<Option<RawTensor>, ModelError> {
         let Some((dtype, shape, start, end)) = self.infos.get(name) else {
             return Ok(None);
         };
-        let corrupt = |reason: String| ModelError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
         let (from, to) = (self.data_start + start, self.data_start + end);
         if from > to || to > self.mmap.len() {
-            return Err(corrupt(format!("tensor `{name}` lies outside the file")));
+            return Err(ModelError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("tensor `{name}` lies outside the file"),
+            });
         }
         // Read, not borrowed from the map: pages touched through the map
         // stay in this process's resident set until it is unmapped, which
@@ -124,8 +168,28 @@ impl MappedFile {
             path: self.path.clone(),
             source,
         })?;
+        Ok(Some(RawTensor {
+            dtype: *dtype,
+            shape: shape.clone(),
+            bytes,
+        }))
+    }
+
+    fn load(&self, name: &str) -> Result<Option<HostTensor>, ModelError> {
+        let Some(RawTensor {
+            dtype,
+            shape,
+            bytes,
+        }) = self.raw(name)?
+        else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| ModelError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
         let n: usize = shape.iter().product();
-        let data = decode(&bytes, *dtype).ok_or_else(|| ModelError::UnsupportedDtype {
+        let data = decode(&bytes, dtype).ok_or_else(|| ModelError::UnsupportedDtype {
             name: name.to_string(),
             dtype: format!("{dtype:?}"),
             path: self.path.clone(),
@@ -136,10 +200,7 @@ impl MappedFile {
                 data.len()
             )));
         }
-        Ok(Some(HostTensor {
-            shape: shape.clone(),
-            data,
-        }))
+        Ok(Some(HostTensor { shape, data }))
     }
 }
 
@@ -272,6 +333,16 @@ impl TensorSource for SafetensorsDir {
     fn origin(&self) -> &Path {
         &self.dir
     }
+
+    fn weight_files(&self) -> Vec<WeightFile<'_>> {
+        self.files
+            .iter()
+            .map(|f| WeightFile {
+                path: &f.path,
+                header: f.header(),
+            })
+            .collect()
+    }
 }
 
 /// A name-scoped view of a [`TensorSource`] that builds burn tensors on
@@ -285,12 +356,14 @@ pub struct VarBuilder<'a> {
     used: Rc<RefCell<BTreeSet<String>>>,
     /// Quantize the projection weights to NF4 while loading (QLoRA).
     nf4: Option<Nf4Load>,
+    /// The on-disk NF4 cache of this load, shared by every scope.
+    nf4_cache: Option<Rc<Nf4CacheSession>>,
 }
 
 /// How projection weights are quantized while loading (QLoRA): each weight
 /// goes from the checkpoint straight to NF4, so the dense model is never
 /// held in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Nf4Load {
     /// Compress the absmax vector too (bitsandbytes `compress_statistics`).
     pub double_quant: bool,
@@ -305,6 +378,7 @@ impl<'a> VarBuilder<'a> {
             device: device.clone(),
             used: Rc::default(),
             nf4: None,
+            nf4_cache: None,
         }
     }
 
@@ -313,6 +387,13 @@ impl<'a> VarBuilder<'a> {
     /// leaves them).
     pub fn with_nf4(mut self, nf4: Option<Nf4Load>) -> Self {
         self.nf4 = nf4;
+        self
+    }
+
+    /// This builder, taking NF4 weights from (and giving new ones to) the
+    /// cache `session` ([`crate::nf4_cache`]).
+    pub(crate) fn with_nf4_cache(mut self, session: Option<Rc<Nf4CacheSession>>) -> Self {
+        self.nf4_cache = session;
         self
     }
 
@@ -334,6 +415,7 @@ impl<'a> VarBuilder<'a> {
             device: self.device.clone(),
             used: Rc::clone(&self.used),
             nf4: self.nf4,
+            nf4_cache: self.nf4_cache.clone(),
         }
     }
 
@@ -389,6 +471,43 @@ impl<'a> VarBuilder<'a> {
             });
         }
         Ok(t)
+    }
+
+    /// The scoped weight `name` (shape `dims`) quantized to NF4 with this
+    /// builder's settings (plain NF4 when it has none): from the NF4 cache
+    /// when this load has one and it holds the tensor (the dense weight is
+    /// then never read), else quantized from the checkpoint, bitsandbytes'
+    /// way, and handed to the cache.
+    pub fn get_nf4(&self, dims: &[usize], name: &str) -> Result<Nf4Tensor, ModelError> {
+        let opts = self.nf4.unwrap_or_default();
+        let full = self.full_name(name);
+        let cache = self
+            .nf4_cache
+            .as_deref()
+            .filter(|c| c.settings() == opts && c.blocksize() == NF4_BLOCKSIZE);
+        if let Some(cache) = cache
+            && self.source.contains(&full)
+            && let Some(q) = cache.lookup(&full, dims)
+        {
+            self.used.borrow_mut().insert(full);
+            return Ok(q);
+        }
+        let host = self.get_host(dims, name)?;
+        let q = Nf4Tensor::quantize(&host.data, &host.shape, NF4_BLOCKSIZE).map_err(|e| {
+            ModelError::Quantize {
+                name: full.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let q = if opts.double_quant {
+            q.with_double_quant()
+        } else {
+            q
+        };
+        if let Some(cache) = cache {
+            cache.record(&full, &q);
+        }
+        Ok(q)
     }
 }
 

@@ -269,8 +269,9 @@ impl ChatSession {
         let nf4 = (for_adapter && four_bit).then_some(ft_model::Nf4Load {
             double_quant: cfg.model.double_quant,
         });
+        let cache = nf4.and_then(|_| ft_model::Nf4Cache::from_env());
         let load = |p: &std::path::Path| -> Result<CausalLm, GenerateError> {
-            let mut m = ft_model::load_model(p, &device, nf4)?;
+            let (mut m, _) = ft_model::load_model_cached(p, &device, nf4, cache.as_ref())?;
             ft_model::lora::densify_nf4(&mut m);
             Ok(m)
         };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use ft_model::lora::LoraSpec;
-use ft_model::{AdapterKind, CausalLm, ComputeDtype, Nf4Load, load_model, resolve_device};
+use ft_model::{
+    AdapterKind, CausalLm, ComputeDtype, Nf4Cache, Nf4Load, load_model_cached, resolve_device,
+};
 use ft_train::{Observer, TrainReport, TrainSetup, train};
 
 use crate::load::Loaded;
@@ -77,7 +79,10 @@ pub fn load_base(loaded: &Loaded) -> Result<(CausalLm, burn::tensor::Device), Ru
             c.model.dtype
         );
     }
-    let model = load_model(&base_path(loaded)?, &device, nf4)?;
+    // The NF4 base comes from the on-disk cache when an earlier run
+    // quantized this base with these settings (`FT_NF4_CACHE=0`: never).
+    let cache = nf4.and_then(|_| Nf4Cache::from_env());
+    let (model, _) = load_model_cached(&base_path(loaded)?, &device, nf4, cache.as_ref())?;
     Ok((model, device))
 }
 

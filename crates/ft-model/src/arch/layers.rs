@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
-use ft_kernels::nf4::Nf4Tensor;
-use ft_kernels::nf4::reference::BLOCKSIZE as NF4_BLOCKSIZE;
 
 use crate::error::ModelError;
 use crate::weights::VarBuilder;
@@ -55,20 +53,8 @@ impl Linear {
                 )),
                 None,
             ),
-            Some(opts) => {
-                let host = vb.get_host(&[out_features, in_features], "weight")?;
-                let q =
-                    Nf4Tensor::quantize(&host.data, &host.shape, NF4_BLOCKSIZE).map_err(|e| {
-                        ModelError::Quantize {
-                            name: vb.full_name("weight"),
-                            message: e.to_string(),
-                        }
-                    })?;
-                let q = if opts.double_quant {
-                    q.with_double_quant()
-                } else {
-                    q
-                };
+            Some(_) => {
+                let q = vb.get_nf4(&[out_features, in_features], "weight")?;
                 let w = Nf4Weight::upload(&q, vb.device()).map_err(|e| ModelError::Quantize {
                     name: vb.full_name("weight"),
                     message: e.to_string(),
