@@ -145,6 +145,30 @@ mod tests {
     use crate::arch::testing::{copy_with_config, fixture_dir};
     use crate::weights::TensorSource;
 
+    /// QLoRA quantizes the seven projections of every layer and leaves an
+    /// untied `lm_head` dense, as transformers + bitsandbytes do.
+    #[test]
+    fn nf4_load_keeps_an_untied_lm_head_dense() {
+        let m = load_model(
+            &fixture_dir("llama3"),
+            &Device::flex(),
+            Some(Nf4Load::default()),
+        )
+        .unwrap();
+        let head = m
+            .lm_head
+            .as_ref()
+            .expect("llama3 fixture has its own lm_head");
+        assert!(
+            head.nf4.is_none() && head.weight.is_some(),
+            "lm_head is dense"
+        );
+        for layer in &m.model.layers {
+            assert!(layer.self_attn.q_proj.nf4.is_some());
+            assert!(layer.mlp.down_proj.nf4.is_some());
+        }
+    }
+
     fn load_err(dir: &Path) -> (ModelError, String) {
         let e = load_hf_dir(dir, &Device::flex()).unwrap_err();
         let msg = e.to_string();

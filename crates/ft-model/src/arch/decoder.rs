@@ -356,8 +356,10 @@ impl CausalLm {
         let lm_head = if spec.tie_word_embeddings {
             None
         } else {
+            // Dense even under QLoRA, as bitsandbytes leaves it (transformers
+            // skips `lm_head` when converting to `Linear4bit`).
             Some(Linear::load(
-                &vb.pp("lm_head"),
+                &vb.pp("lm_head").with_nf4(None),
                 spec.hidden_size,
                 spec.vocab_size,
                 false,
