@@ -9,12 +9,17 @@
 //! | `launch.rs` | shape checks, buffer sizes, cube counts; the only `unsafe` launches |
 //! | `tests.rs` | tests generic over the runtime, instantiated per runtime by a macro |
 //!
+//! The burn backend extensions (ops burn's tensors and autodiff can call) have their own layout:
+//! `mod.rs` (the extension trait and the `Tensor`-level API), one file per backend
+//! implementation (`cube.rs`, `host.rs`), `autodiff.rs` (the hand-written backward) and
+//! `tests.rs` (against burn's autodiff through the plain composition, per device).
+//!
 //! What is here:
 //!
 //! - [`nf4`]: bitsandbytes' 4-bit NormalFloat layout (QLoRA). [`nf4::reference`](mod@nf4::reference) quantizes and
 //!   dequantizes byte-identically to bitsandbytes 0.50.2 on CPU, double quantization included;
-//!   [`nf4::dequant`] is the device dequantization kernel, bit-exact against the reference.
-//!
+//!   [`nf4::dequant`] is the device dequantization kernel, bit-exact against the reference;
+//!   [`nf4::linear`] the NF4 linear layer as a burn backend extension.
 //! - [`loss`]: the LM head fused with the cross-entropy, chunked forward and backward, so the
 //!   `[tokens, vocab]` logits never exist at once (a burn backend extension with its own backward).
 //!
