@@ -20,6 +20,8 @@
 //!   dequantizes byte-identically to bitsandbytes 0.50.2 on CPU, double quantization included;
 //!   [`nf4::dequant`] is the device dequantization kernel, bit-exact against the reference;
 //!   [`nf4::linear`] the NF4 linear layer as a burn backend extension.
+//! - [`attention`]: attention whose backward recomputes the weights a block of queries at a
+//!   time instead of keeping `seq²` scores per layer (a burn backend extension).
 //! - [`loss`]: the LM head fused with the cross-entropy, chunked forward and backward, so the
 //!   `[tokens, vocab]` logits never exist at once (a burn backend extension with its own backward).
 //!
@@ -37,6 +39,7 @@
 //! [`KernelError::RuntimeNotLinked`], so callers carry no `cfg`.
 #![warn(missing_docs)]
 
+pub mod attention;
 mod error;
 pub mod loss;
 pub mod nf4;

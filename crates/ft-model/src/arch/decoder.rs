@@ -34,7 +34,6 @@
 //! `CausalLm.model.layers[1].self_attn.q_proj.weight`.
 
 use burn::module::Module;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use ft_arch::Arch;
 
@@ -211,15 +210,11 @@ impl Attention {
         let k = repeat_kv(k, nh / nkv);
         let v = repeat_kv(v, nh / nkv);
         // 6. softmax(q kᵀ / sqrt(hd) + mask) v, per head.
+        //    The backend's attention forward; in training a backward that
+        //    recomputes the weights per block of queries instead of keeping
+        //    `s × t` scores per head and layer (`ft_kernels::attention`).
         let mask = mask.expand([b, nh, s, t]);
-        let out = burn::tensor::module::attention(
-            q,
-            k,
-            v,
-            Some(mask),
-            None,
-            AttentionModuleOptions::default(),
-        );
+        let out = ft_kernels::attention::attention(q, k, v, mask);
         // 7. Merge heads and project back.
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b * s, nh * hd]))
