@@ -102,6 +102,22 @@ fn row_from_labels(ids: &[i64], labels: &[i64], seq_lens: Vec<u32>) -> PackedRow
     }
 }
 
+/// The fixture's batch: two unpacked rows of 24 tokens (`input_ids`,
+/// `labels` of peft_step.safetensors).
+fn fixture_rows(fx: &Fixture) -> Vec<PackedRow> {
+    let (_, ids) = fx.i64s("input_ids");
+    let (_, labels) = fx.i64s("labels");
+    (0..2)
+        .map(|r| {
+            row_from_labels(
+                &ids[r * 24..(r + 1) * 24],
+                &labels[r * 24..(r + 1) * 24],
+                vec![24],
+            )
+        })
+        .collect()
+}
+
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -179,17 +195,7 @@ fn one_lora_step_matches_peft() {
     let device = Device::flex();
     let model = peft_model(&fx, &device);
 
-    let (_, ids) = fx.i64s("input_ids");
-    let (_, labels) = fx.i64s("labels");
-    let rows: Vec<PackedRow> = (0..2)
-        .map(|r| {
-            row_from_labels(
-                &ids[r * 24..(r + 1) * 24],
-                &labels[r * 24..(r + 1) * 24],
-                vec![24],
-            )
-        })
-        .collect();
+    let rows = fixture_rows(&fx);
     let refs: Vec<&PackedRow> = rows.iter().collect();
 
     // Logits of base + adapter.
@@ -279,17 +285,7 @@ fn check_qlora_step(device: &Device) {
     let init = Fixture::open();
     let fx = Fixture::named("qlora_step.safetensors");
     let device = device.clone();
-    let (_, ids) = init.i64s("input_ids");
-    let (_, labels) = init.i64s("labels");
-    let rows: Vec<PackedRow> = (0..2)
-        .map(|r| {
-            row_from_labels(
-                &ids[r * 24..(r + 1) * 24],
-                &labels[r * 24..(r + 1) * 24],
-                vec![24],
-            )
-        })
-        .collect();
+    let rows = fixture_rows(&init);
     let refs: Vec<&PackedRow> = rows.iter().collect();
     let seqs: Vec<Vec<Vec<u32>>> = rows.iter().map(|r| vec![r.ids.clone()]).collect();
     let (_, fp32_loss) = init.f32s("loss");
@@ -337,17 +333,7 @@ fn check_qlora_step(device: &Device) {
 fn qlora_gradient_checkpointing_changes_nothing() {
     let fx = Fixture::open();
     let device = Device::flex();
-    let (_, ids) = fx.i64s("input_ids");
-    let (_, labels) = fx.i64s("labels");
-    let rows: Vec<PackedRow> = (0..2)
-        .map(|r| {
-            row_from_labels(
-                &ids[r * 24..(r + 1) * 24],
-                &labels[r * 24..(r + 1) * 24],
-                vec![24],
-            )
-        })
-        .collect();
+    let rows = fixture_rows(&fx);
     let refs: Vec<&PackedRow> = rows.iter().collect();
     let nf4 = || {
         load_model(
@@ -384,17 +370,7 @@ fn qlora_gradient_checkpointing_changes_nothing() {
 fn fused_head_loss_equals_log_softmax_path() {
     let fx = Fixture::open();
     let device = Device::flex();
-    let (_, ids) = fx.i64s("input_ids");
-    let (_, labels) = fx.i64s("labels");
-    let rows: Vec<PackedRow> = (0..2)
-        .map(|r| {
-            row_from_labels(
-                &ids[r * 24..(r + 1) * 24],
-                &labels[r * 24..(r + 1) * 24],
-                vec![24],
-            )
-        })
-        .collect();
+    let rows = fixture_rows(&fx);
     let refs: Vec<&PackedRow> = rows.iter().collect();
     let fused = peft_model(&fx, &device);
     let mut plain = peft_model(&fx, &device);
