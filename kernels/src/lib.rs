@@ -44,5 +44,7 @@ mod error;
 pub mod loss;
 pub mod nf4;
 pub mod runtime;
+#[cfg(test)]
+mod test_util;
 
 pub use error::KernelError;

@@ -75,25 +75,13 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
 }
 
 /// What the backward needs: the inputs and the output, not the weights.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State<B: Backend> {
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     mask: BoolTensor<B>,
     out: FloatTensor<B>,
-}
-
-impl<B: Backend> Clone for State<B> {
-    fn clone(&self) -> Self {
-        Self {
-            q: self.q.clone(),
-            k: self.k.clone(),
-            v: self.v.clone(),
-            mask: self.mask.clone(),
-            out: self.out.clone(),
-        }
-    }
 }
 
 #[derive(Debug)]

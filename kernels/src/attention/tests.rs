@@ -5,34 +5,8 @@
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::{AttentionBackend, attention};
+use crate::test_util::{assert_close, host, values};
 use burn::backend::Dispatch;
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn host(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 data")
-}
-
-fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}: length");
-    assert!(a.iter().all(|x| x.is_finite()), "{what}: not finite");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(
-        worst <= tol * scale,
-        "{what}: max |diff| {worst:e} > {tol:e} × {scale:e}"
-    );
-}
 
 /// `[b, h, s, s]`: row 0 packs sequences of 4 and 5 tokens, row 1 one sequence of 7 and two
 /// padding positions that attend nothing (fully masked rows).
@@ -64,7 +38,12 @@ fn check(device: &Device, tol: f32) {
     let ad = device.clone().autodiff();
     let (b, h, s, d) = (2, 3, 9, 8);
     let n = b * h * s * d;
-    let (q0, k0, v0, g0) = (values(n, 1), values(n, 2), values(n, 3), values(n, 4));
+    let (q0, k0, v0, g0) = (
+        values(n, 1, 1.0),
+        values(n, 2, 1.0),
+        values(n, 3, 1.0),
+        values(n, 4, 1.0),
+    );
     let t = |v: &Vec<f32>| {
         Tensor::<4>::from_data(TensorData::new(v.clone(), [b, h, s, d]), &ad).require_grad()
     };
@@ -111,7 +90,7 @@ fn check(device: &Device, tol: f32) {
             plain(&v0).into_dispatch(),
             mask.clone().into_dispatch(),
             out.clone().into_dispatch(),
-            plain(&values(n, 4)).into_dispatch(),
+            plain(&values(n, 4, 1.0)).into_dispatch(),
             block,
         );
         for (name, x, w) in [
@@ -121,7 +100,7 @@ fn check(device: &Device, tol: f32) {
         ] {
             assert_close(
                 &format!("{name}, block {block}"),
-                &host(Tensor::from_dispatch(x)),
+                &host(Tensor::<4>::from_dispatch(x)),
                 w,
                 tol,
             );
@@ -137,19 +116,21 @@ fn flex_matches_burn_autodiff() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_matches_burn_autodiff() {
-    use crate::nf4::dequant::tests::client_or_skip;
     use crate::runtime::Backend;
-    if client_or_skip(Backend::Wgpu, "attention::wgpu_matches_burn_autodiff").is_some() {
-        check(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-4);
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Wgpu, "attention::wgpu_matches_burn_autodiff")
+    {
+        check(&d, 1e-4);
     }
 }
 
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_matches_burn_autodiff() {
-    use crate::runtime::{Backend, burn_device};
-    match burn_device(Backend::Cuda).expect("the cuda feature links CUDA") {
-        Some(d) => check(&d, 1e-4),
-        None => eprintln!("SKIPPED attention::cuda_matches_burn_autodiff: no CUDA device"),
+    use crate::runtime::Backend;
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Cuda, "attention::cuda_matches_burn_autodiff")
+    {
+        check(&d, 1e-4);
     }
 }

@@ -66,23 +66,12 @@ impl<B: Backend + LinearCrossEntropyBackend, C: CheckpointStrategy> LinearCrossE
 }
 
 /// The backward's inputs: `h`, the frozen weight and the targets (no logits).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State<B: Backend> {
     h: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
     chunk: usize,
-}
-
-impl<B: Backend> Clone for State<B> {
-    fn clone(&self) -> Self {
-        Self {
-            h: self.h.clone(),
-            weight: self.weight.clone(),
-            targets: self.targets.clone(),
-            chunk: self.chunk,
-        }
-    }
 }
 
 #[derive(Debug)]

@@ -4,32 +4,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 
 use super::linear_cross_entropy;
-
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 data")
-}
-
-fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}: length");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(
-        worst <= tol * scale,
-        "{what}: max |diff| {worst:e} > {tol:e} × {scale:e}"
-    );
-}
+use crate::test_util::{assert_close, host, values};
 
 /// Loss and `dh` for several chunkings (one row per chunk, uneven, all rows in one) equal the
 /// composition's; the weight gets no gradient.
@@ -82,19 +57,21 @@ fn flex_matches_composition() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_matches_composition() {
-    use crate::nf4::dequant::tests::client_or_skip;
     use crate::runtime::Backend;
-    if client_or_skip(Backend::Wgpu, "loss::wgpu_matches_composition").is_some() {
-        check(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-4);
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Wgpu, "loss::wgpu_matches_composition")
+    {
+        check(&d, 1e-4);
     }
 }
 
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_matches_composition() {
-    use crate::runtime::{Backend, burn_device};
-    match burn_device(Backend::Cuda).expect("the cuda feature links CUDA") {
-        Some(d) => check(&d, 1e-4),
-        None => eprintln!("SKIPPED loss::cuda_matches_composition: no CUDA device"),
+    use crate::runtime::Backend;
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Cuda, "loss::cuda_matches_composition")
+    {
+        check(&d, 1e-4);
     }
 }

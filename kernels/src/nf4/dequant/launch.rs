@@ -22,8 +22,8 @@ const UNITS_PER_CUBE: u32 = 256;
 /// The kernels index values with 32 bits.
 const MAX_NUMEL: usize = u32::MAX as usize;
 
-/// An NF4 tensor on the device: the packed codes as `u32` words, its absmax (plain or
-/// double-quantized) and the code tables.
+/// An NF4 tensor on the device: the packed codes as `u32` words and its absmax (plain or
+/// double-quantized, with the dynamic map).
 ///
 /// Created by [`DeviceNf4::upload`]. The buffers are immutable once uploaded; dequantization
 /// writes to fresh output buffers.
@@ -31,7 +31,6 @@ const MAX_NUMEL: usize = u32::MAX as usize;
 pub struct DeviceNf4 {
     codes: Handle,
     absmax: DeviceAbsmax,
-    table: Handle,
     numel: usize,
     blocksize: usize,
 }
@@ -82,7 +81,6 @@ impl DeviceNf4 {
         Ok(Self {
             codes: client.create_from_slice(&padded_to_words(tensor.codes())),
             absmax,
-            table: client.create_from_slice(f32::as_bytes(&NF4_TABLE)),
             numel,
             blocksize: tensor.blocksize(),
         })
@@ -96,11 +94,6 @@ impl DeviceNf4 {
     /// Number of absmax blocks.
     fn num_blocks(&self) -> usize {
         self.numel.div_ceil(self.blocksize)
-    }
-
-    /// Number of `u32` words of packed codes.
-    fn code_words(&self) -> usize {
-        self.numel.div_ceil(CODES_PER_WORD)
     }
 
     /// The `f32` absmax buffer: the uploaded one, or for double quantization a fresh one
@@ -152,7 +145,7 @@ impl DeviceNf4 {
 
 /// `bytes` followed by zeros up to a whole number of `u32` words (at least one word, so no
 /// buffer is empty).
-fn padded_to_words(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn padded_to_words(bytes: &[u8]) -> Vec<u8> {
     let mut out = bytes.to_vec();
     out.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
     out
@@ -162,56 +155,27 @@ fn padded_to_words(bytes: &[u8]) -> Vec<u8> {
 /// [`Nf4Tensor::dequantize`] would. Launches asynchronously; errors surface when the result is
 /// read (see [`read_f32`]).
 pub fn dequantize_f32(client: &Client, tensor: &DeviceNf4) -> Handle {
-    let out = client.empty(tensor.numel * size_of::<f32>());
-    let absmax = tensor.absmax_f32(client);
-    let words = tensor.code_words();
-    let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
-    let cube_count = calculate_cube_count_elemwise(client, words, cube_dim);
-    // SAFETY: `codes` has `words` words (uploaded padded), `absmax` one f32 per block, `table`
-    // 16 f32 and every code is a nibble, `out` `numel` f32. The kernel guards
-    // `word < codes.len()` and `index < out.len()`. A live word's first value is
-    // `8 * word <= 8 * (words - 1) < numel`, so its block `8 * word / blocksize` is below
-    // `num_blocks`, and block sizes are multiples of eight, so the word's other values share it.
-    unsafe {
-        kernel::dequantize_f32::launch_unchecked(
-            client,
-            cube_count,
-            cube_dim,
-            BufferArg::from_raw_parts(tensor.codes.clone(), words),
-            BufferArg::from_raw_parts(absmax, tensor.num_blocks()),
-            BufferArg::from_raw_parts(tensor.table.clone(), NF4_TABLE.len()),
-            BufferArg::from_raw_parts(out.clone(), tensor.numel),
-            tensor.blocksize,
-        );
-    }
-    out
+    dequantize_device(client, tensor, false)
 }
 
 /// Dequantizes `tensor` to a new buffer of `numel` `bf16` values (rounded to nearest even, as
 /// [`Nf4Tensor::dequantize_bf16`]), stored as `numel.div_ceil(2)` `u32` words, i.e. a
 /// little-endian `bf16` array padded to an even length.
 pub fn dequantize_bf16(client: &Client, tensor: &DeviceNf4) -> Handle {
-    let out_words = tensor.numel.div_ceil(2);
-    let out = client.empty(out_words * size_of::<u32>());
-    let absmax = tensor.absmax_f32(client);
-    let words = tensor.code_words();
-    let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
-    let cube_count = calculate_cube_count_elemwise(client, words, cube_dim);
-    // SAFETY: as in `dequantize_f32`; `out` has `numel.div_ceil(2)` words and the kernel guards
-    // `out_index < out.len()`.
-    unsafe {
-        kernel::dequantize_bf16::launch_unchecked(
-            client,
-            cube_count,
-            cube_dim,
-            BufferArg::from_raw_parts(tensor.codes.clone(), words),
-            BufferArg::from_raw_parts(absmax, tensor.num_blocks()),
-            BufferArg::from_raw_parts(tensor.table.clone(), NF4_TABLE.len()),
-            BufferArg::from_raw_parts(out.clone(), out_words),
-            tensor.blocksize,
-        );
-    }
-    out
+    dequantize_device(client, tensor, true)
+}
+
+/// [`dequantize_handles`] on an uploaded tensor's buffers (its absmax recovered first when
+/// double-quantized).
+fn dequantize_device(client: &Client, tensor: &DeviceNf4, bf16_out: bool) -> Handle {
+    dequantize_handles(
+        client,
+        tensor.codes.clone(),
+        tensor.absmax_f32(client),
+        tensor.numel,
+        tensor.blocksize,
+        bf16_out,
+    )
 }
 
 /// Dequantizes `numel` values whose packed codes (`u32` words, [`CODES_PER_WORD`] values each)
@@ -260,8 +224,11 @@ pub fn dequantize_handles(
         let out_words = numel.div_ceil(2);
         let out = client.empty(out_words * size_of::<u32>());
         // SAFETY: the asserts above give `codes` >= `words` words and `absmax` >= `blocks`
-        // f32; `table` has 16 entries and `out` `out_words` words. The rest is as in
-        // `dequantize_bf16`.
+        // f32; `table` has 16 f32 and every code is a nibble; `out` has `out_words` words. The
+        // kernel guards `word < codes.len()` and `out_index < out.len()`. A live word's first
+        // value is `8 * word <= 8 * (words - 1) < numel`, so its block `8 * word / blocksize`
+        // is below `blocks`, and block sizes are multiples of eight (asserted), so the word's
+        // other values share it.
         unsafe {
             kernel::dequantize_bf16::launch_unchecked(
                 client,
@@ -277,7 +244,8 @@ pub fn dequantize_handles(
         out
     } else {
         let out = client.empty(numel * size_of::<f32>());
-        // SAFETY: as above; `out` has `numel` f32. The rest is as in `dequantize_f32`.
+        // SAFETY: as above, with `out` holding `numel` f32 and the kernel guarding
+        // `index < out.len()`.
         unsafe {
             kernel::dequantize_f32::launch_unchecked(
                 client,

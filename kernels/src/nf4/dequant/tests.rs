@@ -26,7 +26,7 @@ use crate::runtime::{self, Backend};
 
 /// A client for `backend`, or `None` after saying on stderr why the test is skipped. Only a
 /// machine without such a device skips; anything else is a failure.
-pub(crate) fn client_or_skip(backend: Backend, test: &str) -> Option<Client> {
+pub(super) fn client_or_skip(backend: Backend, test: &str) -> Option<Client> {
     match runtime::client(backend) {
         Ok(client) => Some(client),
         Err(KernelError::NoDevice { detail, .. }) => {

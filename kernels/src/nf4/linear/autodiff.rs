@@ -79,25 +79,13 @@ impl<B: Backend + Nf4Backend, C: CheckpointStrategy> Nf4Backend for Autodiff<B, 
 }
 
 /// What the backward needs: the quantized weight (shared buffers, no copy).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Nf4State<B: Backend> {
     codes: IntTensor<B>,
     absmax: FloatTensor<B>,
     out_features: usize,
     in_features: usize,
     blocksize: usize,
-}
-
-impl<B: Backend> Clone for Nf4State<B> {
-    fn clone(&self) -> Self {
-        Self {
-            codes: self.codes.clone(),
-            absmax: self.absmax.clone(),
-            out_features: self.out_features,
-            in_features: self.in_features,
-            blocksize: self.blocksize,
-        }
-    }
 }
 
 #[derive(Debug)]

@@ -48,7 +48,7 @@ use burn::backend::{
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorCreationOptions, TensorData};
 
 use crate::KernelError;
-use crate::nf4::dequant::CODES_PER_WORD;
+use crate::nf4::dequant::padded_to_words;
 use crate::nf4::reference::Nf4Tensor;
 
 /// NF4 operations on a burn backend (a backend extension, see the module docs).
@@ -128,15 +128,9 @@ impl Nf4Weight {
                 max: u32::MAX as usize,
             });
         }
-        let codes = tensor.codes();
-        let words: Vec<i32> = (0..numel.div_ceil(CODES_PER_WORD))
-            .map(|w| {
-                let mut b = [0u8; 4];
-                for (k, byte) in b.iter_mut().enumerate() {
-                    *byte = codes.get(4 * w + k).copied().unwrap_or(0);
-                }
-                i32::from_le_bytes(b)
-            })
+        let words: Vec<i32> = padded_to_words(tensor.codes())
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let n_words = words.len();
         let absmax = tensor.absmax_f32().into_owned();

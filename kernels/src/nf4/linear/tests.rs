@@ -11,50 +11,10 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use super::Nf4Weight;
 use crate::nf4::reference::{BLOCKSIZE, Nf4Tensor};
-
-/// Deterministic pseudo-random values in `[-scale, scale)` (a 64-bit LCG), so every runtime
-/// sees the same inputs.
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+use crate::test_util::{assert_close, host, values};
 
 fn tensor(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data, shape), device)
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 data")
-}
-
-/// `|a - b| <= 1e-5 * max |b|` everywhere.
-fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-    assert_eq!(a.len(), b.len(), "{what}: length");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let (i, worst) = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .enumerate()
-        .fold(
-            (0, 0f32),
-            |acc, (i, d)| if d > acc.1 { (i, d) } else { acc },
-        );
-    assert!(
-        worst <= 1e-5 * scale,
-        "{what}: |diff| {worst:e} at {i} ({} vs {}) exceeds 1e-5 × {scale:e}",
-        a[i],
-        b[i]
-    );
 }
 
 /// Shapes: whole blocks; a partial last block and an odd value count; one row.
@@ -94,7 +54,7 @@ fn check_forward(device: &Device) {
         let dense = tensor(q.dequantize(), shape, device);
         let want = host(x.clone().matmul(dense.transpose()));
         let got = host(w.forward(x));
-        assert_close(&format!("forward {shape:?}"), &got, &want);
+        assert_close(&format!("forward {shape:?}"), &got, &want, 1e-5);
     }
 }
 
@@ -140,10 +100,10 @@ fn check_backward_with_lora(base_device: &Device) {
         };
         let (y, dx, da, db) = run(true);
         let (y_ref, dx_ref, da_ref, db_ref) = run(false);
-        assert_close(&format!("y {shape:?}"), &y, &y_ref);
-        assert_close(&format!("dx {shape:?}"), &dx, &dx_ref);
-        assert_close(&format!("dA {shape:?}"), &da, &da_ref);
-        assert_close(&format!("dB {shape:?}"), &db, &db_ref);
+        assert_close(&format!("y {shape:?}"), &y, &y_ref, 1e-5);
+        assert_close(&format!("dx {shape:?}"), &dx, &dx_ref, 1e-5);
+        assert_close(&format!("dA {shape:?}"), &da, &da_ref, 1e-5);
+        assert_close(&format!("dB {shape:?}"), &db, &db_ref, 1e-5);
     }
 }
 
@@ -196,13 +156,11 @@ mod flex {
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use super::*;
-    use crate::nf4::dequant::tests::client_or_skip;
     use crate::runtime::Backend;
+    use crate::test_util::device_or_skip;
 
-    /// burn's wgpu device, or `None` (with a message) on a machine without a Vulkan adapter.
     fn device(test: &str) -> Option<Device> {
-        client_or_skip(Backend::Wgpu, test)?;
-        Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+        device_or_skip(Backend::Wgpu, test)
     }
 
     #[test]
@@ -237,15 +195,11 @@ mod wgpu {
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
-    use crate::runtime::{Backend, burn_device};
+    use crate::runtime::Backend;
+    use crate::test_util::device_or_skip;
 
-    /// burn's CUDA device, or `None` (with a message) on a machine without a GPU.
     fn device(test: &str) -> Option<Device> {
-        let d = burn_device(Backend::Cuda).expect("the cuda feature links CUDA");
-        if d.is_none() {
-            eprintln!("SKIPPED {test}: no CUDA device on this machine");
-        }
-        d
+        device_or_skip(Backend::Cuda, test)
     }
 
     #[test]
