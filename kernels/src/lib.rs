@@ -41,6 +41,7 @@
 
 pub mod attention;
 mod error;
+pub mod gemm;
 pub mod loss;
 pub mod nf4;
 pub mod runtime;

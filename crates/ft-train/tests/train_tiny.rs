@@ -272,7 +272,11 @@ fn one_qlora_step_on_cuda_matches_peft_bitsandbytes() {
     use ft_kernels::KernelError;
     use ft_kernels::runtime::{Backend, burn_device};
     match burn_device(Backend::Cuda) {
-        Ok(Some(device)) => check_qlora_step(&device),
+        Ok(Some(device)) => {
+            // Strict f32 products (no TF32), as PEFT's CPU fixture computes them.
+            ft_kernels::gemm::set_tf32(false);
+            check_qlora_step(&device)
+        }
         Ok(None) => eprintln!("SKIPPED one_qlora_step_on_cuda: no CUDA device on this machine"),
         Err(KernelError::RuntimeNotLinked { .. }) => {
             eprintln!("SKIPPED one_qlora_step_on_cuda: built without `--features ft-kernels/cuda`")

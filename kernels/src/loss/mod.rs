@@ -29,6 +29,8 @@ use burn::backend::{
 };
 use burn::tensor::{IndexingUpdateOp, Int, Scalar, Shape, Slice, Tensor};
 
+use crate::gemm::GemmBackend;
+
 /// The fused LM head + cross-entropy (see the module docs).
 #[backend_extension(
     Flex,
@@ -36,7 +38,7 @@ use burn::tensor::{IndexingUpdateOp, Int, Scalar, Shape, Slice, Tensor};
     Fusion: cfg(feature = "fusion"),
     Autodiff
 )]
-pub trait LinearCrossEntropyBackend: Backend {
+pub trait LinearCrossEntropyBackend: Backend + GemmBackend {
     /// `[1]`: the summed negative log-likelihood of `targets` (`[rows]`, int) under
     /// `softmax(h · weightᵀ)`, `h` `[rows, hidden]`, `weight` `[vocab, hidden]`, computed `chunk`
     /// rows at a time.
@@ -89,7 +91,7 @@ pub trait LinearCrossEntropyBackend: Backend {
             );
             let dlogits = Self::float_scatter(1, probs, idx, minus_one, IndexingUpdateOp::Add);
             let dlogits = Self::float_mul(dlogits, grad.clone());
-            parts.push(Self::float_matmul(dlogits, weight.clone()));
+            parts.push(Self::gemm(dlogits, weight.clone(), false, false));
         }
         Self::float_cat(parts, 0)
     }
@@ -119,7 +121,7 @@ fn chunks(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// `h[start..end] · weightᵀ`: `[end - start, vocab]`.
-fn chunk_logits<B: Backend>(
+fn chunk_logits<B: GemmBackend>(
     h: &FloatTensor<B>,
     weight: &FloatTensor<B>,
     start: usize,
@@ -130,7 +132,7 @@ fn chunk_logits<B: Backend>(
         h.clone(),
         &[Slice::from(start..end), Slice::from(0..hidden)],
     );
-    B::float_matmul(rows, B::float_transpose(weight.clone()))
+    B::gemm(rows, weight.clone(), false, true)
 }
 
 /// `targets[start..end]` as `[end - start, 1]`, the index shape of a gather along dim 1.

@@ -123,12 +123,15 @@ impl Linear {
                     None => y,
                 }
             }
-            // burn's `linear` takes the weight as `[in, out]`: a transposed view.
-            _ => burn::tensor::module::linear(
-                x2.clone(),
-                self.base_weight().transpose(),
-                self.bias.as_ref().map(Param::val),
-            ),
+            // `x · Wᵀ` with the transpose as a flag: cuBLAS on CUDA, burn's
+            // matmul elsewhere.
+            _ => {
+                let y = ft_kernels::gemm::matmul(x2.clone(), self.base_weight(), false, true);
+                match &self.bias {
+                    Some(b) => y + b.val().unsqueeze_dim(0),
+                    None => y,
+                }
+            }
         };
         let y = match &self.lora {
             Some(lora) => y + lora.forward(x2),
@@ -164,14 +167,15 @@ pub struct LoraAdapter {
 }
 
 impl LoraAdapter {
-    /// `[..., in] -> [..., out]`: the scaled low-rank update alone.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    /// `[rows, in] -> [rows, out]`: the scaled low-rank update alone.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = match &self.dropout {
             Some(d) => d.apply(x),
             None => x,
         };
-        let h = burn::tensor::module::linear(x, self.lora_a.val().transpose(), None);
-        burn::tensor::module::linear(h, self.lora_b.val().transpose(), None) * self.scale
+        // `(x · Aᵀ) · Bᵀ`, transposes as flags (cuBLAS on CUDA).
+        let h = ft_kernels::gemm::matmul(x, self.lora_a.val(), false, true);
+        ft_kernels::gemm::matmul(h, self.lora_b.val(), false, true) * self.scale
     }
 }
 

@@ -105,7 +105,7 @@ impl<B: Backend + Nf4Backend> Backward<B, 1> for Nf4LinearBackward {
                 s.in_features,
                 s.blocksize,
             );
-            B::float_matmul(grad, weight)
+            B::gemm(grad, weight, false, false)
         });
     }
 }

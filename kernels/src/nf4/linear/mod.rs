@@ -48,6 +48,7 @@ use burn::backend::{
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorCreationOptions, TensorData};
 
 use crate::KernelError;
+use crate::gemm::GemmBackend;
 use crate::nf4::dequant::padded_to_words;
 use crate::nf4::reference::Nf4Tensor;
 
@@ -58,7 +59,7 @@ use crate::nf4::reference::Nf4Tensor;
     Fusion: cfg(feature = "fusion"),
     Autodiff
 )]
-pub trait Nf4Backend: Backend {
+pub trait Nf4Backend: Backend + GemmBackend {
     /// The dense `[out_features, in_features]` weight, `f32`: `codes` holds
     /// `numel.div_ceil(8)` `u32` words as `i32`, `absmax` one `f32` per block of `blocksize`.
     #[fusion(dtype = absmax, shape = weight_shape(out_features, in_features))]
@@ -81,7 +82,7 @@ pub trait Nf4Backend: Backend {
         blocksize: usize,
     ) -> FloatTensor<Self> {
         let weight = Self::nf4_dequantize(codes, absmax, out_features, in_features, blocksize);
-        Self::float_matmul(x, Self::float_transpose(weight))
+        Self::gemm(x, weight, false, true)
     }
 }
 

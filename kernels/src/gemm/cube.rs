@@ -1,0 +1,32 @@
+//! The `Cube` (wgpu, CUDA) implementation: cuBLAS when the tensors live on a CUDA device (and
+//! the build links CUDA), burn's CubeCL matmul of the transposed views otherwise.
+
+use burn::backend::{ops::FloatTensorOps, tensor::FloatTensor};
+use burn_cubecl::CubeBackend;
+
+use super::GemmBackend;
+
+impl GemmBackend for CubeBackend {
+    fn gemm(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        trans_lhs: bool,
+        trans_rhs: bool,
+    ) -> FloatTensor<Self> {
+        #[cfg(feature = "cuda")]
+        if super::cublas::supports(&lhs, &rhs) {
+            return super::cublas::gemm(lhs, rhs, trans_lhs, trans_rhs);
+        }
+        let lhs = if trans_lhs {
+            Self::float_transpose(lhs)
+        } else {
+            lhs
+        };
+        let rhs = if trans_rhs {
+            Self::float_transpose(rhs)
+        } else {
+            rhs
+        };
+        Self::float_matmul(lhs, rhs)
+    }
+}

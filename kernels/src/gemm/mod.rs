@@ -1,0 +1,122 @@
+//! Matrix products with either operand transposed, `op(A) · op(B)`, as a burn backend extension:
+//! cuBLAS on CUDA (on the tensors' own device buffers), burn's matmul everywhere else.
+//!
+//! burn 0.22.1's CubeCL matmul reaches 0.28–0.37× of cuBLAS at training shapes on an H200 and
+//! fails outright at some (`Tile shape must be non-zero and <= 256` at 8192×8192×2048), so the
+//! model's large products — the NF4 linear's forward and backward, the LM head — go through
+//! [`matmul`]. On wgpu and the CPU it is burn's `matmul` of the transposed views, which is also
+//! the reference the CUDA path is tested against.
+//!
+//! `f32` products on CUDA use TF32 tensor cores (`CUBLAS_COMPUTE_32F_FAST_TF32`: inputs rounded
+//! to a 10-bit mantissa, `f32` accumulation) unless [`set_tf32`] turns that off or the
+//! environment sets `FT_CUDA_TF32=0`; `bf16` products accumulate in `f32`.
+//!
+//! The autodiff backward is the textbook one written with the same op, so gradients also take
+//! the cuBLAS path: for `C = op(A) op(B)`, `dA` and `dB` are products of `dC` with the other
+//! operand, with the transposes folded into the flags instead of materialized.
+
+mod autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube;
+#[cfg(feature = "cuda")]
+mod cublas;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::backend::{Backend, Dispatch, Flex, backend_extension, tensor::FloatTensor};
+use burn::tensor::{Shape, Tensor};
+
+/// `op(A) · op(B)` on a burn backend (see the module docs).
+#[backend_extension(
+    Flex,
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    Fusion: cfg(feature = "fusion"),
+    Autodiff
+)]
+pub trait GemmBackend: Backend {
+    /// `lhs` is `[m, k]` (`[k, m]` when `trans_lhs`), `rhs` `[k, n]` (`[n, k]` when
+    /// `trans_rhs`); the result is `[m, n]`.
+    #[fusion(dtype = lhs, shape = product_shape(lhs, rhs, trans_lhs, trans_rhs))]
+    fn gemm(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        trans_lhs: bool,
+        trans_rhs: bool,
+    ) -> FloatTensor<Self> {
+        let lhs = if trans_lhs {
+            Self::float_transpose(lhs)
+        } else {
+            lhs
+        };
+        let rhs = if trans_rhs {
+            Self::float_transpose(rhs)
+        } else {
+            rhs
+        };
+        Self::float_matmul(lhs, rhs)
+    }
+}
+
+impl GemmBackend for Flex {}
+
+/// `[m, n]` of `op(lhs) · op(rhs)` (read by the fusion registration; the product itself checks
+/// that the inner dimensions agree).
+#[cfg_attr(not(feature = "fusion"), allow(dead_code))]
+fn product_shape(lhs: &Shape, rhs: &Shape, trans_lhs: &bool, trans_rhs: &bool) -> Shape {
+    let m = if *trans_lhs { lhs[1] } else { lhs[0] };
+    let n = if *trans_rhs { rhs[0] } else { rhs[1] };
+    Shape::new([m, n])
+}
+
+/// `op(lhs) · op(rhs)`: `lhs` `[m, k]` (`[k, m]` when `trans_lhs`), `rhs` `[k, n]` (`[n, k]` when
+/// `trans_rhs`), differentiable in both.
+///
+/// # Panics
+///
+/// When the inner dimensions differ or the operands live on different devices.
+pub fn matmul(lhs: Tensor<2>, rhs: Tensor<2>, trans_lhs: bool, trans_rhs: bool) -> Tensor<2> {
+    let ([a0, a1], [b0, b1]) = (lhs.dims(), rhs.dims());
+    let k_lhs = if trans_lhs { a0 } else { a1 };
+    let k_rhs = if trans_rhs { b1 } else { b0 };
+    assert_eq!(
+        k_lhs,
+        k_rhs,
+        "matmul: op(lhs) has {k_lhs} columns but op(rhs) has {k_rhs} rows \
+         (lhs {:?}{}, rhs {:?}{})",
+        [a0, a1],
+        if trans_lhs { "ᵀ" } else { "" },
+        [b0, b1],
+        if trans_rhs { "ᵀ" } else { "" },
+    );
+    Tensor::from_dispatch(<Dispatch as GemmBackend>::gemm(
+        lhs.into_dispatch(),
+        rhs.into_dispatch(),
+        trans_lhs,
+        trans_rhs,
+    ))
+}
+
+/// 0: not read yet, 1: TF32 off, 2: TF32 on.
+static TF32: AtomicU8 = AtomicU8::new(0);
+
+/// Whether `f32` products on CUDA may use TF32 tensor cores (default on; `FT_CUDA_TF32=0` in
+/// the environment turns it off). Has no effect on other backends, which compute in `f32`.
+pub fn set_tf32(on: bool) {
+    TF32.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// The current TF32 setting (see [`set_tf32`]).
+pub fn tf32() -> bool {
+    match TF32.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = std::env::var("FT_CUDA_TF32").map_or(true, |v| v.trim() != "0");
+            set_tf32(on);
+            on
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `matmul` (every transpose combination, forward and gradients of both operands) against
+//! burn's autodiff through `transpose` + `matmul` on the CPU; on wgpu (burn's matmul behind the
+//! op) and on CUDA (cuBLAS, strict `f32` and TF32).
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::matmul;
+use crate::test_util::{assert_close, host, values};
+
+/// Stored shape of an operand whose `op()` is `[rows, cols]`.
+fn stored(rows: usize, cols: usize, trans: bool) -> [usize; 2] {
+    if trans { [cols, rows] } else { [rows, cols] }
+}
+
+/// `op(A)` is `[m, k]`, `op(B)` `[k, n]`; `ta`/`tb` say whether each is stored transposed.
+#[derive(Clone, Copy)]
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+}
+
+/// Output, `dA` and `dB` of `sum(op(A) op(B) ⊙ G)` by burn's own ops on the CPU.
+fn reference(a: &[f32], b: &[f32], g: &[f32], case: Case) -> [Vec<f32>; 3] {
+    let Case { m, k, n, ta, tb } = case;
+    let device = Device::flex().autodiff();
+    let at = Tensor::<2>::from_data(TensorData::new(a.to_vec(), stored(m, k, ta)), &device)
+        .require_grad();
+    let bt = Tensor::<2>::from_data(TensorData::new(b.to_vec(), stored(k, n, tb)), &device)
+        .require_grad();
+    let oa = if ta {
+        at.clone().transpose()
+    } else {
+        at.clone()
+    };
+    let ob = if tb {
+        bt.clone().transpose()
+    } else {
+        bt.clone()
+    };
+    let c = oa.matmul(ob);
+    let gt = Tensor::<2>::from_data(TensorData::new(g.to_vec(), [m, n]), &device);
+    let grads = (c.clone() * gt).sum().backward();
+    [
+        host(c.inner()),
+        host(at.grad(&grads).expect("dA")),
+        host(bt.grad(&grads).expect("dB")),
+    ]
+}
+
+fn check(device: &Device, tol: f32) {
+    let device = device.clone().autodiff();
+    for (m, k, n) in [(13, 24, 7), (1, 5, 1), (64, 96, 80)] {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let what = format!("{m}x{k}x{n} ta={ta} tb={tb}");
+                let a = values(m * k, 11, 1.0);
+                let b = values(k * n, 12, 1.0);
+                let g = values(m * n, 13, 1.0);
+                let [want_c, want_da, want_db] = reference(&a, &b, &g, Case { m, k, n, ta, tb });
+                let at = Tensor::<2>::from_data(TensorData::new(a, stored(m, k, ta)), &device)
+                    .require_grad();
+                let bt = Tensor::<2>::from_data(TensorData::new(b, stored(k, n, tb)), &device)
+                    .require_grad();
+                let c = matmul(at.clone(), bt.clone(), ta, tb);
+                assert_eq!(c.dims(), [m, n], "{what}: shape");
+                let gt = Tensor::<2>::from_data(TensorData::new(g, [m, n]), &device);
+                let grads = (c.clone() * gt).sum().backward();
+                assert_close(&format!("{what}: C"), &host(c.inner()), &want_c, tol);
+                assert_close(
+                    &format!("{what}: dA"),
+                    &host(at.grad(&grads).expect("dA")),
+                    &want_da,
+                    tol,
+                );
+                assert_close(
+                    &format!("{what}: dB"),
+                    &host(bt.grad(&grads).expect("dB")),
+                    &want_db,
+                    tol,
+                );
+            }
+        }
+    }
+    // A frozen operand (the NF4 weight, the LM head) gets no gradient and costs no panic.
+    let a =
+        Tensor::<2>::from_data(TensorData::new(values(6, 1, 1.0), [2, 3]), &device).require_grad();
+    let w = Tensor::<2>::from_data(TensorData::new(values(12, 2, 1.0), [4, 3]), &device);
+    let grads = matmul(a.clone(), w.clone(), false, true).sum().backward();
+    assert!(a.grad(&grads).is_some() && w.grad(&grads).is_none());
+}
+
+#[test]
+fn flex_matches_burn_autodiff() {
+    check(&Device::flex(), 1e-6);
+}
+
+#[test]
+#[should_panic(expected = "has 3 columns but op(rhs) has 4 rows")]
+fn mismatched_inner_dimensions_panic_with_both_shapes() {
+    let device = Device::flex();
+    let a = Tensor::<2>::zeros([2, 3], &device);
+    let b = Tensor::<2>::zeros([4, 3], &device);
+    let _ = matmul(a, b, false, false);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_matches_burn_autodiff() {
+    use crate::runtime::Backend;
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Wgpu, "gemm::wgpu_matches_burn_autodiff")
+    {
+        check(&d, 1e-5);
+    }
+}
+
+/// cuBLAS in strict `f32`, then with TF32 (inputs rounded to 10 mantissa bits: ~1e-3 relative).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_cublas_matches_burn_autodiff() {
+    use crate::runtime::Backend;
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Cuda, "gemm::cuda_cublas_matches_burn_autodiff")
+    {
+        super::set_tf32(false);
+        check(&d, 1e-5);
+        super::set_tf32(true);
+        check(&d, 5e-3);
+        super::set_tf32(false);
+    }
+}
