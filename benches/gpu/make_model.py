@@ -3,7 +3,9 @@
 # (bf16 safetensors + config.json) that `ft run` loads, with the Llama 3.1
 # tokenizer files copied in. Same shapes and seed as
 # ../shared/bench/peft_baseline.py, so both sides train the same model.
-# Runs on the GPU machine (torch + transformers there); not a test fixture.
+# Runs on the GPU machine (there: Python 3.12, torch 2.11, transformers 5.17);
+# also on the CPU with the `tiny` shape (checked with torch 2.15.0, transformers
+# 5.24.0). Not a test fixture: the output is random and not committed.
 #
 #   python3 benches/gpu/make_model.py llama-3.2-1b OUT_DIR TOKENIZER_DIR
 """See the header comment."""
