@@ -23,6 +23,7 @@ type CudaServer = <CudaRuntime as cubecl_runtime::runtime::Runtime>::Server;
 /// uses, so device pointers are shared).
 struct Blas {
     device: usize,
+    cu_device: driver_sys::CUdevice,
     ctx: driver_sys::CUcontext,
     handle: cublas_sys::cublasHandle_t,
     stream: driver_sys::CUstream,
@@ -52,10 +53,26 @@ impl Blas {
                 .map_err(|e| format!("cublasSetStream: {e}"))?;
             Ok(Self {
                 device,
+                cu_device: dev,
                 ctx,
                 handle,
                 stream,
             })
+        }
+    }
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // SAFETY: `handle` and `stream` were created by `Blas::new` in `ctx` and are used by
+        // nothing else; every product synchronized its stream before returning. Errors at
+        // teardown have nowhere to go and are ignored. Releasing the primary context drops
+        // only the reference `new` took; cubecl holds its own.
+        unsafe {
+            let _ = driver::ctx::set_current(self.ctx);
+            let _ = cublas::destroy_handle(self.handle);
+            let _ = driver::stream::destroy(self.stream);
+            let _ = driver::primary_ctx::release(self.cu_device);
         }
     }
 }
