@@ -107,31 +107,21 @@ impl Linear {
 
     /// `[..., in] -> [..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        // Flatten to 2-D rows first: burn's `linear` on a 3-D input with a
-        // transposed weight view makes the flex backend copy the whole
-        // weight on every call.
+        // Flatten to 2-D rows first: a 3-D input times a transposed weight
+        // view makes the flex backend copy the whole weight on every call.
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<2> = x.reshape([rows, dims[D - 1]]);
         let y = match (&self.weight, &self.nf4) {
             // The NF4 op dequantizes per call and again in its backward, so no
             // layer's dense weight outlives its own product.
-            (None, Some(q)) => {
-                let y = q.forward(x2.clone());
-                match &self.bias {
-                    Some(b) => y + b.val().unsqueeze_dim(0),
-                    None => y,
-                }
-            }
-            // `x · Wᵀ` with the transpose as a flag: cuBLAS on CUDA, burn's
-            // matmul elsewhere.
-            _ => {
-                let y = ft_kernels::gemm::matmul(x2.clone(), self.base_weight(), false, true);
-                match &self.bias {
-                    Some(b) => y + b.val().unsqueeze_dim(0),
-                    None => y,
-                }
-            }
+            (None, Some(q)) => q.forward(x2.clone()),
+            // `x · Wᵀ`: cuBLAS on CUDA, burn's matmul elsewhere.
+            _ => ft_kernels::gemm::matmul(x2.clone(), self.base_weight(), false, true),
+        };
+        let y = match &self.bias {
+            Some(b) => y + b.val().unsqueeze_dim(0),
+            None => y,
         };
         let y = match &self.lora {
             Some(lora) => y + lora.forward(x2),
