@@ -22,6 +22,10 @@ SHAPES = {
     "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                          num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                          tie_word_embeddings=True, rope_theta=500000.0, head_dim=64),
+    # the 1B shape cut to 2 layers: what `run.sh diag` traces
+    "llama-3.2-1b-2l": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=2,
+                            num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                            tie_word_embeddings=True, rope_theta=500000.0, head_dim=64),
     # for a dry run of benches/gpu/run.sh on a CPU machine
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=128256, tie_word_embeddings=True,

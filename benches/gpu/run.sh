@@ -11,7 +11,9 @@
 #   peft_baseline.py    copy of ../shared/bench/peft_baseline.py
 #   bnb/                bitsandbytes 0.50.2 wheel, libbitsandbytes_cuda130.so only
 # Usage (repo root on the GPU machine): bash benches/gpu/run.sh [SECTION...]
-# Sections (default all): kernels gemm gemmbench qlora dequant ft peft
+# Sections (default all but diag): kernels gemm gemmbench qlora dequant ft peft;
+# diag traces 2 steps of a 2-layer cut of the 1B shape with cubecl's
+# compilation/autotune log (where the first CUDA step's host time goes).
 # FT_STEPS (default 8) and FT_TIMEOUT (default 200 s) bound the ft run;
 # FT_AUTOTUNE sets cubecl's autotune level for it (default balanced).
 set -u
@@ -79,6 +81,17 @@ steady = [r["tokens_per_s"] for r in rows[2:]] or [r["tokens_per_s"] for r in ro
 if steady:
     print(f"ft steady tok/s (steps 3..): {sum(steady) / len(steady):.0f}")
 PY
+fi
+if want diag; then
+  echo "== diag: 2 steps of a 2-layer 1B cut with CUBECL_DEBUG_LOG"
+  python3 benches/gpu/make_model.py llama-3.2-1b-2l "$W/llama-2l" "$W/tok" 2>&1 | tail -1
+  [ -f "$W/chats.jsonl" ] || python3 benches/preprocess/gen_data.py "$W/chats.jsonl" 4000
+  sed -e "s/max_steps: 8/max_steps: 2/" -e "s#/tmp/ft-gpu/llama-3.2-1b#$W/llama-2l#" \
+      -e "s#/tmp/ft-gpu/out-1b#$W/out-2l#" benches/gpu/qlora_1b.yml > "$W/diag.yml"
+  peak_during diag env CUBECL_DEBUG_LOG="$W/cubecl.log" timeout "${DIAG_TIMEOUT:-150}" \
+      "$W/bin/ft" run "$W/diag.yml" 2>&1 | grep -E "^step|trained|\[diag\]|rror" | tail -8
+  echo "cubecl log: $(wc -l < "$W/cubecl.log" 2>/dev/null) lines; lines mentioning compil: $(grep -ci compil "$W/cubecl.log" 2>/dev/null); autotun: $(grep -ci autotun "$W/cubecl.log" 2>/dev/null)"
+  gzip -c "$W/cubecl.log" > "$OUT/cubecl-diag.log.gz" 2>/dev/null
 fi
 if want qlora; then
   echo "== one QLoRA step on CUDA vs PEFT + bitsandbytes (fixture)"
