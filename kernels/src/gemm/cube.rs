@@ -1,7 +1,7 @@
 //! The `Cube` (wgpu, CUDA) implementation: cuBLAS when the tensors live on a CUDA device (and
 //! the build links CUDA), burn's CubeCL matmul of the transposed views otherwise.
 
-use burn::backend::{ops::FloatTensorOps, tensor::FloatTensor};
+use burn::backend::tensor::FloatTensor;
 use burn_cubecl::CubeBackend;
 
 use super::GemmBackend;
@@ -17,16 +17,6 @@ impl GemmBackend for CubeBackend {
         if super::cublas::supports(&lhs, &rhs) {
             return super::cublas::gemm(lhs, rhs, trans_lhs, trans_rhs);
         }
-        let lhs = if trans_lhs {
-            Self::float_transpose(lhs)
-        } else {
-            lhs
-        };
-        let rhs = if trans_rhs {
-            Self::float_transpose(rhs)
-        } else {
-            rhs
-        };
-        Self::float_matmul(lhs, rhs)
+        super::burn_matmul::<Self>(lhs, rhs, trans_lhs, trans_rhs)
     }
 }

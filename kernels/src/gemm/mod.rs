@@ -46,18 +46,29 @@ pub trait GemmBackend: Backend {
         trans_lhs: bool,
         trans_rhs: bool,
     ) -> FloatTensor<Self> {
-        let lhs = if trans_lhs {
-            Self::float_transpose(lhs)
-        } else {
-            lhs
-        };
-        let rhs = if trans_rhs {
-            Self::float_transpose(rhs)
-        } else {
-            rhs
-        };
-        Self::float_matmul(lhs, rhs)
+        burn_matmul::<Self>(lhs, rhs, trans_lhs, trans_rhs)
     }
+}
+
+/// `op(lhs) · op(rhs)` by burn's own matmul of the transposed views: the reference and every
+/// backend's path except cuBLAS.
+fn burn_matmul<B: Backend>(
+    lhs: FloatTensor<B>,
+    rhs: FloatTensor<B>,
+    trans_lhs: bool,
+    trans_rhs: bool,
+) -> FloatTensor<B> {
+    let lhs = if trans_lhs {
+        B::float_transpose(lhs)
+    } else {
+        lhs
+    };
+    let rhs = if trans_rhs {
+        B::float_transpose(rhs)
+    } else {
+        rhs
+    };
+    B::float_matmul(lhs, rhs)
 }
 
 impl GemmBackend for Flex {}
