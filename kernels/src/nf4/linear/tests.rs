@@ -153,80 +153,52 @@ mod flex {
     }
 }
 
-#[cfg(feature = "wgpu")]
-mod wgpu {
-    use super::*;
-    use crate::runtime::Backend;
-    use crate::test_util::device_or_skip;
+/// The four checks on a runtime's device, in a module named after the runtime (skipped with a
+/// message where the machine has no such device).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+macro_rules! runtime_tests {
+    ($name:ident, $backend:expr) => {
+        mod $name {
+            use super::*;
+            use crate::test_util::device_or_skip;
 
-    fn device(test: &str) -> Option<Device> {
-        device_or_skip(Backend::Wgpu, test)
-    }
+            fn device(test: &str) -> Option<Device> {
+                device_or_skip($backend, &format!("{}::{test}", stringify!($name)))
+            }
 
-    #[test]
-    fn dequantize_matches_reference() {
-        if let Some(d) = device("wgpu::dequantize_matches_reference") {
-            check_dequantize(&d);
+            #[test]
+            fn dequantize_matches_reference() {
+                if let Some(d) = device("dequantize_matches_reference") {
+                    check_dequantize(&d);
+                }
+            }
+
+            #[test]
+            fn forward_matches_dense_composition() {
+                if let Some(d) = device("forward_matches_dense_composition") {
+                    check_forward(&d);
+                }
+            }
+
+            #[test]
+            fn backward_with_lora_matches_autodiff_through_dense() {
+                if let Some(d) = device("backward_with_lora_matches_autodiff_through_dense") {
+                    check_backward_with_lora(&d);
+                }
+            }
+
+            #[test]
+            fn base_is_frozen() {
+                if let Some(d) = device("base_is_frozen") {
+                    check_no_gradient_without_tracked_input(&d);
+                }
+            }
         }
-    }
-
-    #[test]
-    fn forward_matches_dense_composition() {
-        if let Some(d) = device("wgpu::forward_matches_dense_composition") {
-            check_forward(&d);
-        }
-    }
-
-    #[test]
-    fn backward_with_lora_matches_autodiff_through_dense() {
-        if let Some(d) = device("wgpu::backward_with_lora_matches_autodiff_through_dense") {
-            check_backward_with_lora(&d);
-        }
-    }
-
-    #[test]
-    fn base_is_frozen() {
-        if let Some(d) = device("wgpu::base_is_frozen") {
-            check_no_gradient_without_tracked_input(&d);
-        }
-    }
+    };
 }
+
+#[cfg(feature = "wgpu")]
+runtime_tests!(wgpu, crate::runtime::Backend::Wgpu);
 
 #[cfg(feature = "cuda")]
-mod cuda {
-    use super::*;
-    use crate::runtime::Backend;
-    use crate::test_util::device_or_skip;
-
-    fn device(test: &str) -> Option<Device> {
-        device_or_skip(Backend::Cuda, test)
-    }
-
-    #[test]
-    fn dequantize_matches_reference() {
-        if let Some(d) = device("cuda::dequantize_matches_reference") {
-            check_dequantize(&d);
-        }
-    }
-
-    #[test]
-    fn forward_matches_dense_composition() {
-        if let Some(d) = device("cuda::forward_matches_dense_composition") {
-            check_forward(&d);
-        }
-    }
-
-    #[test]
-    fn backward_with_lora_matches_autodiff_through_dense() {
-        if let Some(d) = device("cuda::backward_with_lora_matches_autodiff_through_dense") {
-            check_backward_with_lora(&d);
-        }
-    }
-
-    #[test]
-    fn base_is_frozen() {
-        if let Some(d) = device("cuda::base_is_frozen") {
-            check_no_gradient_without_tracked_input(&d);
-        }
-    }
-}
+runtime_tests!(cuda, crate::runtime::Backend::Cuda);
