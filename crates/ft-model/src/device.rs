@@ -83,7 +83,15 @@ fn cuda_device() -> Result<burn::tensor::Device, DeviceError> {
     if Device::enumerate(DeviceType::Cuda).into_vec().is_empty() {
         return Err(DeviceError::NoCudaDevice);
     }
-    Ok(Device::cuda(0))
+    Ok(use_cuda())
+}
+
+/// CUDA device 0, with attention's forward on cuBLAS: burn's attention and matmul kernels are
+/// autotuned per shape on CUDA, each candidate an NVRTC compile (see `ft_kernels::attention`).
+#[cfg(feature = "cuda")]
+fn use_cuda() -> burn::tensor::Device {
+    ft_kernels::attention::set_forward(ft_kernels::attention::AttentionForward::Gemm);
+    burn::tensor::Device::cuda(0)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -117,7 +125,7 @@ fn auto_device() -> burn::tensor::Device {
         // op then panics; enumerating first returns no devices instead.
         use burn::tensor::{Device, DeviceType};
         if !Device::enumerate(DeviceType::Cuda).into_vec().is_empty() {
-            return Device::cuda(0);
+            return use_cuda();
         }
         tracing::warn!("built with CUDA but no CUDA device was found; using the CPU");
     }

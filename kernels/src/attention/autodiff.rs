@@ -20,6 +20,7 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: BoolTensor<Self>,
+        gemm_block: Option<usize>,
     ) -> FloatTensor<Self> {
         match AttentionGrad
             .prepare::<C>([q.node(), k.node(), v.node()])
@@ -28,7 +29,13 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
         {
             OpsKind::Tracked(prep) => {
                 let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
-                let out = B::attention_recompute(q.clone(), k.clone(), v.clone(), mask.clone());
+                let out = B::attention_recompute(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    mask.clone(),
+                    gemm_block,
+                );
                 let state = State::<B> {
                     q,
                     k,
@@ -43,6 +50,7 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
                 k.into_primitive(),
                 v.into_primitive(),
                 mask,
+                gemm_block,
             )),
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! forward   out = softmax(q·kᵀ/√d, masked) · v          the backend's own attention
-//!                                                        (CubeCL's flash kernel on wgpu/CUDA)
+//!                                                        (CubeCL's flash kernel on wgpu/CUDA),
+//!                                                        or per block of query rows through
+//!                                                        [`crate::gemm`] (cuBLAS on CUDA)
 //! backward  D = rowsum(dout ∘ out)                       [b, h, s, 1]
 //!           for each block of query rows i:
 //!             P_i  = softmax(q_i·kᵀ/√d, masked)          recomputed, [b, h, rows, t]
@@ -17,6 +19,13 @@
 //! twice per layer (at 4 × 2048 tokens and 32 heads, 2 GiB per copy per layer). Here the
 //! backward keeps `q`, `k`, `v`, the mask and `out`, and its peak is one block's weights.
 //! Fully masked rows give zero weights, as in burn's NaN-safe softmax.
+//!
+//! Every product of the backward, and of the blocked forward, is a batched [`GemmBackend::gemm`]
+//! with the transposes as flags: on CUDA strided-batched cuBLAS, so training runs no burn matmul
+//! there — each new matmul shape would otherwise be autotuned, compiling a set of candidate
+//! kernels through NVRTC in the middle of the first backward. Which forward runs is
+//! [`AttentionForward`]: [`set_forward`] sets the process default (ft picks `Gemm` on CUDA), and
+//! `FT_ATTENTION=backend|gemm` in the environment overrides it.
 
 mod autodiff;
 
@@ -28,7 +37,49 @@ use burn::backend::{
     ops::AttentionModuleOptions,
     tensor::{BoolTensor, FloatTensor},
 };
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use burn::tensor::{Bool, Scalar, Slice, Tensor};
+
+use crate::gemm::GemmBackend;
+
+/// Which forward [`attention`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionForward {
+    /// The backend's own attention (burn's; CubeCL's flash kernel on wgpu/CUDA).
+    Backend,
+    /// Per block of query rows: `softmax(q_i·kᵀ/√d) · v` with the two products through
+    /// [`crate::gemm`] (cuBLAS on CUDA); a block's weights are the only `s × t` memory.
+    Gemm,
+}
+
+/// 0: not set (backend), 1: backend, 2: gemm.
+static FORWARD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the forward [`attention`] runs in this process (unless `FT_ATTENTION` overrides it).
+pub fn set_forward(forward: AttentionForward) {
+    FORWARD.store(
+        match forward {
+            AttentionForward::Backend => 1,
+            AttentionForward::Gemm => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The forward [`attention`] runs: `FT_ATTENTION` (`backend` or `gemm`) when set, else what
+/// [`set_forward`] chose, else [`AttentionForward::Backend`].
+pub fn forward_mode() -> AttentionForward {
+    match std::env::var("FT_ATTENTION").ok().as_deref().map(str::trim) {
+        Some("gemm") => return AttentionForward::Gemm,
+        Some("backend") => return AttentionForward::Backend,
+        _ => {}
+    }
+    match FORWARD.load(Ordering::Relaxed) {
+        2 => AttentionForward::Gemm,
+        _ => AttentionForward::Backend,
+    }
+}
 
 /// Attention with a recomputing backward (see the module docs).
 #[backend_extension(
@@ -37,17 +88,38 @@ use burn::tensor::{Bool, Scalar, Slice, Tensor};
     Fusion: cfg(feature = "fusion"),
     Autodiff
 )]
-pub trait AttentionBackend: Backend {
+pub trait AttentionBackend: Backend + GemmBackend {
     /// `softmax(q·kᵀ/√d + mask) · v` for `q` `[b, h, s, d]`, `k`, `v` `[b, h, t, d]` and `mask`
-    /// `[b, h, s, t]` (`true` = not attended): the backend's own attention.
+    /// `[b, h, s, t]` (`true` = not attended): the backend's own attention, or with
+    /// `gemm_block = Some(rows)` `rows` query rows at a time through [`GemmBackend::gemm`].
     #[fusion(default)]
     fn attention_recompute(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: BoolTensor<Self>,
+        gemm_block: Option<usize>,
     ) -> FloatTensor<Self> {
-        Self::attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+        let Some(block) = gemm_block else {
+            return Self::attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        };
+        let [b, h, s, d] = dims4(&q);
+        let t = dims4(&k)[2];
+        let scale = Scalar::from(1.0 / (d as f64).sqrt());
+        let block = block.max(1);
+        let mut out = Vec::new();
+        for start in (0..s).step_by(block) {
+            let end = (start + block).min(s);
+            let q_i = Self::float_slice(q.clone(), &rows4(b, h, start..end, d));
+            let mask_i = Self::bool_slice(mask.clone(), &rows4(b, h, start..end, t));
+            let scores = Self::float_mul_scalar(Self::gemm(q_i, k.clone(), false, true), scale);
+            let p = masked_softmax::<Self>(scores, mask_i);
+            out.push(Self::gemm(p, v.clone(), false, false));
+        }
+        if out.len() == 1 {
+            return out.remove(0);
+        }
+        Self::float_cat(out, 2)
     }
 
     /// `(dq, dk, dv)` of [`attention_recompute`](Self::attention_recompute) for the upstream
@@ -65,52 +137,27 @@ pub trait AttentionBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [b, h, s, d] = dims4(&q);
         let t = dims4(&k)[2];
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = Scalar::from(1.0 / (d as f64).sqrt());
         // D_i = Σ_j dout_ij · out_ij = Σ_j P_ij (dout_i · v_j).
         let big_d = Self::float_sum_dim(Self::float_mul(dout.clone(), out), 3);
-        let kt = Self::float_transpose(k.clone());
-        let vt = Self::float_transpose(v);
         let (mut dk, mut dv) = (None::<FloatTensor<Self>>, None::<FloatTensor<Self>>);
         let mut dq = Vec::new();
         for start in (0..s).step_by(block.max(1)) {
             let end = (start + block.max(1)).min(s);
-            let rows = [
-                Slice::from(0..b),
-                Slice::from(0..h),
-                Slice::from(start..end),
-                Slice::from(0..d),
-            ];
-            let q_i = Self::float_slice(q.clone(), &rows);
-            let dout_i = Self::float_slice(dout.clone(), &rows);
-            let mask_i = Self::bool_slice(
-                mask.clone(),
-                &[
-                    Slice::from(0..b),
-                    Slice::from(0..h),
-                    Slice::from(start..end),
-                    Slice::from(0..t),
-                ],
-            );
-            let d_i = Self::float_slice(
-                big_d.clone(),
-                &[
-                    Slice::from(0..b),
-                    Slice::from(0..h),
-                    Slice::from(start..end),
-                    Slice::from(0..1),
-                ],
-            );
-            let scores = Self::float_mul_scalar(
-                Self::float_matmul(q_i.clone(), kt.clone()),
-                Scalar::from(scale),
-            );
+            let q_i = Self::float_slice(q.clone(), &rows4(b, h, start..end, d));
+            let dout_i = Self::float_slice(dout.clone(), &rows4(b, h, start..end, d));
+            let mask_i = Self::bool_slice(mask.clone(), &rows4(b, h, start..end, t));
+            let d_i = Self::float_slice(big_d.clone(), &rows4(b, h, start..end, 1));
+            // Transposes as flags: no transposed copy of k, v, p or dS is made.
+            let scores =
+                Self::float_mul_scalar(Self::gemm(q_i.clone(), k.clone(), false, true), scale);
             let p = masked_softmax::<Self>(scores, mask_i);
-            let dv_i = Self::float_matmul(Self::float_transpose(p.clone()), dout_i.clone());
-            let dp = Self::float_matmul(dout_i, vt.clone());
+            let dv_i = Self::gemm(p.clone(), dout_i.clone(), true, false);
+            let dp = Self::gemm(dout_i, v.clone(), false, true);
             let ds = Self::float_mul(p, Self::float_sub(dp, d_i));
-            let ds = Self::float_mul_scalar(ds, Scalar::from(scale));
-            dq.push(Self::float_matmul(ds.clone(), k.clone()));
-            let dk_i = Self::float_matmul(Self::float_transpose(ds), q_i);
+            let ds = Self::float_mul_scalar(ds, scale);
+            dq.push(Self::gemm(ds.clone(), k.clone(), false, false));
+            let dk_i = Self::gemm(ds, q_i, true, false);
             dk = Some(match dk {
                 Some(acc) => Self::float_add(acc, dk_i),
                 None => dk_i,
@@ -132,6 +179,16 @@ impl AttentionBackend for burn::backend::Flex {}
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl AttentionBackend for burn_cubecl::CubeBackend {}
+
+/// The slice `[0..b, 0..h, rows, 0..cols]` of a `[b, h, .., cols]` tensor.
+fn rows4(b: usize, h: usize, rows: std::ops::Range<usize>, cols: usize) -> [Slice; 4] {
+    [
+        Slice::from(0..b),
+        Slice::from(0..h),
+        Slice::from(rows),
+        Slice::from(0..cols),
+    ]
+}
 
 fn dims4<T: TensorMetadata>(t: &T) -> [usize; 4] {
     let shape = t.shape();
@@ -166,12 +223,28 @@ pub fn default_block(batch: usize, heads: usize, keys: usize) -> usize {
 }
 
 /// [`AttentionBackend::attention_recompute`] on burn tensors: `q` `[b, h, s, d]`, `k`, `v`
-/// `[b, h, t, d]`, `mask` `[b, h, s, t]` (`true` = masked). Differentiable in `q`, `k`, `v`.
+/// `[b, h, t, d]`, `mask` `[b, h, s, t]` (`true` = masked), with the forward of
+/// [`forward_mode`]. Differentiable in `q`, `k`, `v`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>) -> Tensor<4> {
+    attention_with(q, k, v, mask, forward_mode())
+}
+
+/// [`attention`] with the forward named.
+pub fn attention_with(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4, Bool>,
+    forward: AttentionForward,
+) -> Tensor<4> {
+    let [b, h, _, _] = q.dims();
+    let t = k.dims()[2];
+    let gemm_block = (forward == AttentionForward::Gemm).then(|| default_block(b, h, t));
     Tensor::from_dispatch(<Dispatch as AttentionBackend>::attention_recompute(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         mask.into_dispatch(),
+        gemm_block,
     ))
 }

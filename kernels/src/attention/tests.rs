@@ -4,7 +4,7 @@
 
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
-use super::{AttentionBackend, attention};
+use super::{AttentionBackend, AttentionForward, attention, attention_with};
 use crate::test_util::{assert_close, host, values};
 use burn::backend::Dispatch;
 
@@ -66,16 +66,36 @@ fn check(device: &Device, tol: f32) {
         .collect();
     let want = host(want.inner());
 
-    let (q, k, v) = (t(&q0), t(&k0), t(&v0));
-    let out = attention(q.clone(), k.clone(), v.clone(), mask.clone());
-    let grads = (out.clone() * g.clone()).sum().backward();
-    assert_close("out", &host(out.inner()), &want, tol);
-    for (name, x, w) in [
-        ("dq", &q, &want_grads[0]),
-        ("dk", &k, &want_grads[1]),
-        ("dv", &v, &want_grads[2]),
-    ] {
-        assert_close(name, &host(x.grad(&grads).expect("grad")), w, tol);
+    // The backend's forward, then the gemm forward in blocks of 1, 4 and all query rows.
+    for forward in [None, Some(1), Some(4), Some(s)] {
+        let (q, k, v) = (t(&q0), t(&k0), t(&v0));
+        let out = Tensor::<4>::from_dispatch(<Dispatch as AttentionBackend>::attention_recompute(
+            q.clone().into_dispatch(),
+            k.clone().into_dispatch(),
+            v.clone().into_dispatch(),
+            mask.clone().into_dispatch(),
+            forward,
+        ));
+        let grads = (out.clone() * g.clone()).sum().backward();
+        assert_close(
+            &format!("out, forward {forward:?}"),
+            &host(out.inner()),
+            &want,
+            tol,
+        );
+        for (name, x, w) in [
+            ("dq", &q, &want_grads[0]),
+            ("dk", &k, &want_grads[1]),
+            ("dv", &v, &want_grads[2]),
+        ] {
+            let what = format!("{name}, forward {forward:?}");
+            assert_close(&what, &host(x.grad(&grads).expect("grad")), w, tol);
+        }
+    }
+    // The public entry point, both modes.
+    for mode in [AttentionForward::Backend, AttentionForward::Gemm] {
+        let out = attention_with(t(&q0), t(&k0), t(&v0), mask.clone(), mode);
+        assert_close(&format!("out, {mode:?}"), &host(out.inner()), &want, tol);
     }
 
     // The backward alone, for block sizes from one row to all rows.

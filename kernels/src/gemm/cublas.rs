@@ -109,8 +109,9 @@ fn cuda_index(device: &CubeDevice) -> Option<usize> {
     }
 }
 
-/// Whether [`gemm`] takes these operands: 2-D, same CUDA device, same float dtype that cuBLAS
-/// multiplies (`f32`, `bf16`, `f16`), sizes that fit its 32-bit arguments, and a usable cuBLAS.
+/// Whether [`gemm`] takes these operands: same CUDA device, same float dtype that cuBLAS
+/// multiplies (`f32`, `bf16`, `f16`), same rank ≥ 2 and batch dimensions, sizes that fit its
+/// 32-bit arguments, and a usable cuBLAS.
 pub(super) fn supports(lhs: &CubeTensor, rhs: &CubeTensor) -> bool {
     let Some(index) = cuda_index(&lhs.device) else {
         return false;
@@ -119,16 +120,20 @@ pub(super) fn supports(lhs: &CubeTensor, rhs: &CubeTensor) -> bool {
     lhs.device == rhs.device
         && lhs.dtype == rhs.dtype
         && matches!(lhs.dtype, DType::F32 | DType::BF16 | DType::F16)
-        && a.num_dims() == 2
-        && b.num_dims() == 2
+        && a.num_dims() >= 2
+        && a.num_dims() == b.num_dims()
+        && a[..a.num_dims() - 2] == b[..b.num_dims() - 2]
+        && i32::try_from(a[..a.num_dims() - 2].iter().product::<usize>()).is_ok()
         && a.iter()
             .chain(b.iter())
             .all(|&d| d > 0 && i32::try_from(d).is_ok())
         && with_blas(index, |_| ()).is_some()
 }
 
-/// `op(lhs) · op(rhs)` by `cublasGemmEx`. Row-major `C = op(A) op(B)` is column-major
-/// `Cᵀ = op(B)ᵀ op(A)ᵀ`, so cuBLAS gets `rhs` first with the same flags and `m`/`n` swapped.
+/// `op(lhs) · op(rhs)` by `cublasGemmEx`, or `cublasGemmStridedBatchedEx` for a batch of
+/// matrices (rank > 2; every operand made contiguous, so matrix `i` starts `i · rows · cols`
+/// elements in). Row-major `C = op(A) op(B)` is column-major `Cᵀ = op(B)ᵀ op(A)ᵀ`, so cuBLAS
+/// gets `rhs` first with the same flags and `m`/`n` swapped.
 ///
 /// # Panics
 ///
@@ -144,20 +149,24 @@ pub(super) fn gemm(
     let lhs = into_contiguous(lhs);
     let rhs = into_contiguous(rhs);
     let (a, b) = (lhs.shape(), rhs.shape());
+    let r = a.num_dims();
     let (m, k) = if trans_lhs {
-        (a[1], a[0])
+        (a[r - 1], a[r - 2])
     } else {
-        (a[0], a[1])
+        (a[r - 2], a[r - 1])
     };
     let (k_rhs, n) = if trans_rhs {
-        (b[1], b[0])
+        (b[r - 1], b[r - 2])
     } else {
-        (b[0], b[1])
+        (b[r - 2], b[r - 1])
     };
-    assert_eq!(
-        k, k_rhs,
-        "cuBLAS gemm: inner dimensions {a:?} / {b:?} do not agree"
+    assert!(
+        k == k_rhs && a[..r - 2] == b[..r - 2],
+        "cuBLAS gemm: {a:?} / {b:?} do not agree (inner or batch dimensions)"
     );
+    let batch: usize = a[..r - 2].iter().product();
+    let mut out_shape = a[..r - 2].to_vec();
+    out_shape.extend([m, n]);
     let dtype = lhs.dtype;
     let data_type = match dtype {
         DType::F32 => cublas_sys::cudaDataType::CUDA_R_32F,
@@ -171,7 +180,7 @@ pub(super) fn gemm(
         cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
     };
     let client = lhs.client.clone();
-    let out = client.empty(m * n * dtype.size());
+    let out = client.empty(batch * m * n * dtype.size());
     cubecl::future::block_on(client.sync()).expect("cuBLAS gemm: waiting for cubecl's kernels");
     let resource = |handle: &cubecl::server::Handle, what: &str| {
         client
@@ -198,11 +207,49 @@ pub(super) fn gemm(
     let status = with_blas(index, |blas| {
         // SAFETY: the three pointers are live device allocations of cubecl's pool in this
         // device's primary context, held by `ra`/`rb`/`rc` until the stream is synchronized;
-        // their sizes are those of contiguous `[.., ..]` tensors of `dtype`, which the
-        // dimensions and leading dimensions above describe exactly; `alpha`/`beta` are host
-        // `f32` as `CUBLAS_COMPUTE_32F*` requires.
+        // their sizes are those of contiguous `[batch, .., ..]` tensors of `dtype`, which the
+        // dimensions, leading dimensions and batch strides describe exactly; `alpha`/`beta` are
+        // host `f32` as `CUBLAS_COMPUTE_32F*` requires.
         unsafe {
             driver::ctx::set_current(blas.ctx).map_err(|e| format!("cuCtxSetCurrent: {e}"))?;
+            if batch > 1 {
+                let stride =
+                    |v: usize| i64::try_from(v).expect("a buffer's element count fits i64");
+                cublas::gemm_strided_batched_ex(
+                    blas.handle,
+                    op(trans_rhs),
+                    op(trans_lhs),
+                    as_i32(n),
+                    as_i32(m),
+                    as_i32(k),
+                    (&raw const alpha).cast::<c_void>(),
+                    rb.resource().ptr as *const c_void,
+                    data_type,
+                    as_i32(lda),
+                    stride(k * n),
+                    ra.resource().ptr as *const c_void,
+                    data_type,
+                    as_i32(ldb),
+                    stride(m * k),
+                    (&raw const beta).cast::<c_void>(),
+                    rc.resource().ptr as *mut c_void,
+                    data_type,
+                    as_i32(n),
+                    stride(m * n),
+                    as_i32(batch),
+                    compute,
+                    cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .map_err(|e| {
+                    format!(
+                        "cublasGemmStridedBatchedEx (batch={batch}, m={m}, n={n}, k={k}, \
+                         {dtype:?}): {e}"
+                    )
+                })?;
+                return driver::stream::synchronize(blas.stream).map_err(|e| {
+                    format!("cuStreamSynchronize after cublasGemmStridedBatchedEx: {e}")
+                });
+            }
             cublas::gemm_ex(
                 blas.handle,
                 op(trans_rhs),
@@ -234,5 +281,11 @@ pub(super) fn gemm(
         panic!("cuBLAS gemm: {e}");
     }
     drop((ra, rb, rc));
-    CubeTensor::new_contiguous(client, lhs.device.clone(), Shape::new([m, n]), out, dtype)
+    CubeTensor::new_contiguous(
+        client,
+        lhs.device.clone(),
+        Shape::from(out_shape),
+        out,
+        dtype,
+    )
 }

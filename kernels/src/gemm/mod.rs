@@ -1,5 +1,7 @@
 //! Matrix products with either operand transposed, `op(A) · op(B)`, as a burn backend extension:
-//! cuBLAS on CUDA (on the tensors' own device buffers), burn's matmul everywhere else.
+//! cuBLAS on CUDA (on the tensors' own device buffers), burn's matmul everywhere else. Operands
+//! of rank 3 or 4 are batches of matrices (the last two dimensions) with equal batch dimensions:
+//! attention's per-head products, strided-batched cuBLAS on CUDA.
 //!
 //! burn 0.22.1's CubeCL matmul reaches 0.28–0.37× of cuBLAS at training shapes on an H200 and
 //! fails outright at some (`Tile shape must be non-zero and <= 256` at 8192×8192×2048), so the
@@ -37,8 +39,9 @@ use burn::tensor::{Shape, Tensor};
     Autodiff
 )]
 pub trait GemmBackend: Backend {
-    /// `lhs` is `[m, k]` (`[k, m]` when `trans_lhs`), `rhs` `[k, n]` (`[n, k]` when
-    /// `trans_rhs`); the result is `[m, n]`.
+    /// `lhs` is `[.., m, k]` (`[.., k, m]` when `trans_lhs`), `rhs` `[.., k, n]` (`[.., n, k]`
+    /// when `trans_rhs`), both with the same leading (batch) dimensions; the result is
+    /// `[.., m, n]`.
     #[fusion(dtype = lhs, shape = product_shape(lhs, rhs, trans_lhs, trans_rhs))]
     fn gemm(
         lhs: FloatTensor<Self>,
@@ -73,34 +76,53 @@ fn burn_matmul<B: Backend>(
 
 impl GemmBackend for Flex {}
 
-/// `[m, n]` of `op(lhs) · op(rhs)` (read by the fusion registration; the product itself checks
-/// that the inner dimensions agree).
+/// `[.., m, n]` of `op(lhs) · op(rhs)` (read by the fusion registration; the product itself
+/// checks that the inner and batch dimensions agree).
 #[cfg_attr(not(feature = "fusion"), allow(dead_code))]
 fn product_shape(lhs: &Shape, rhs: &Shape, trans_lhs: &bool, trans_rhs: &bool) -> Shape {
-    let m = if *trans_lhs { lhs[1] } else { lhs[0] };
-    let n = if *trans_rhs { rhs[0] } else { rhs[1] };
-    Shape::new([m, n])
+    let (a, b) = (lhs.as_slice(), rhs.as_slice());
+    let r = a.len();
+    let m = if *trans_lhs { a[r - 1] } else { a[r - 2] };
+    let n = if *trans_rhs { b[r - 2] } else { b[r - 1] };
+    let mut dims = a[..r - 2].to_vec();
+    dims.extend([m, n]);
+    Shape::from(dims)
 }
 
-/// `op(lhs) · op(rhs)`: `lhs` `[m, k]` (`[k, m]` when `trans_lhs`), `rhs` `[k, n]` (`[n, k]` when
-/// `trans_rhs`), differentiable in both.
+/// `op(lhs) · op(rhs)`: `lhs` `[.., m, k]` (`[.., k, m]` when `trans_lhs`), `rhs` `[.., k, n]`
+/// (`[.., n, k]` when `trans_rhs`), with equal batch dimensions `..` (none for plain matrices);
+/// differentiable in both.
 ///
 /// # Panics
 ///
-/// When the inner dimensions differ or the operands live on different devices.
-pub fn matmul(lhs: Tensor<2>, rhs: Tensor<2>, trans_lhs: bool, trans_rhs: bool) -> Tensor<2> {
-    let ([a0, a1], [b0, b1]) = (lhs.dims(), rhs.dims());
-    let k_lhs = if trans_lhs { a0 } else { a1 };
-    let k_rhs = if trans_rhs { b1 } else { b0 };
+/// When the inner or batch dimensions differ, `D < 2`, or the operands live on different
+/// devices.
+pub fn matmul<const D: usize>(
+    lhs: Tensor<D>,
+    rhs: Tensor<D>,
+    trans_lhs: bool,
+    trans_rhs: bool,
+) -> Tensor<D> {
+    assert!(
+        D >= 2,
+        "matmul: operands need at least 2 dimensions, got {D}"
+    );
+    let (a, b) = (lhs.dims(), rhs.dims());
+    let k_lhs = if trans_lhs { a[D - 2] } else { a[D - 1] };
+    let k_rhs = if trans_rhs { b[D - 1] } else { b[D - 2] };
+    let t = |on: bool| if on { "ᵀ" } else { "" };
     assert_eq!(
         k_lhs,
         k_rhs,
         "matmul: op(lhs) has {k_lhs} columns but op(rhs) has {k_rhs} rows \
-         (lhs {:?}{}, rhs {:?}{})",
-        [a0, a1],
-        if trans_lhs { "ᵀ" } else { "" },
-        [b0, b1],
-        if trans_rhs { "ᵀ" } else { "" },
+         (lhs {a:?}{}, rhs {b:?}{})",
+        t(trans_lhs),
+        t(trans_rhs),
+    );
+    assert_eq!(
+        a[..D - 2],
+        b[..D - 2],
+        "matmul: batch dimensions differ (lhs {a:?}, rhs {b:?}); expand the operands first"
     );
     Tensor::from_dispatch(<Dispatch as GemmBackend>::gemm(
         lhs.into_dispatch(),

@@ -1,6 +1,6 @@
-//! `matmul` (every transpose combination, forward and gradients of both operands) against
-//! burn's autodiff through `transpose` + `matmul` on the CPU; on wgpu (burn's matmul behind the
-//! op) and on CUDA (cuBLAS, strict `f32` and TF32).
+//! `matmul` (every transpose combination, forward and gradients of both operands, plain and
+//! batched) against burn's autodiff through `transpose` + `matmul` on the CPU; on wgpu (burn's
+//! matmul behind the op) and on CUDA (cuBLAS, strict `f32` and TF32).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -84,12 +84,101 @@ fn check(device: &Device, tol: f32) {
             }
         }
     }
+    check_batched(&device, tol);
     // A frozen operand (the NF4 weight, the LM head) gets no gradient and costs no panic.
     let a =
         Tensor::<2>::from_data(TensorData::new(values(6, 1, 1.0), [2, 3]), &device).require_grad();
     let w = Tensor::<2>::from_data(TensorData::new(values(12, 2, 1.0), [4, 3]), &device);
     let grads = matmul(a.clone(), w.clone(), false, true).sum().backward();
     assert!(a.grad(&grads).is_some() && w.grad(&grads).is_none());
+}
+
+/// Batches of matrices, `[2, 3, .., ..]` (attention's `[batch, heads, rows, cols]`) and
+/// `[4, .., ..]`: output and both gradients against burn's autodiff of `transpose` + `matmul`
+/// on the CPU, for every transpose combination.
+fn check_batched(device: &Device, tol: f32) {
+    fn op<const D: usize>(t: Tensor<D>, trans: bool) -> Tensor<D> {
+        if trans { t.swap_dims(D - 2, D - 1) } else { t }
+    }
+    fn run<const D: usize>(
+        device: &Device,
+        tol: f32,
+        batch: [usize; 2],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let dims_of = |rows: usize, cols: usize, trans: bool| -> [usize; D] {
+            let mut dims = [0; D];
+            dims[..D - 2].copy_from_slice(&batch[..D - 2]);
+            let [r, c] = stored(rows, cols, trans);
+            dims[D - 2] = r;
+            dims[D - 1] = c;
+            dims
+        };
+        let nb: usize = batch[..D - 2].iter().product();
+        let cpu = Device::flex().autodiff();
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let what = format!("batch {:?} {m}x{k}x{n} ta={ta} tb={tb}", &batch[..D - 2]);
+                let (a, b, g) = (
+                    values(nb * m * k, 21, 1.0),
+                    values(nb * k * n, 22, 1.0),
+                    values(nb * m * n, 23, 1.0),
+                );
+                let out_dims = dims_of(m, n, false);
+                let tensor = |v: &Vec<f32>, dims: [usize; D], dev: &Device| {
+                    Tensor::<D>::from_data(TensorData::new(v.clone(), dims), dev)
+                };
+                let (ra, rb) = (
+                    tensor(&a, dims_of(m, k, ta), &cpu).require_grad(),
+                    tensor(&b, dims_of(k, n, tb), &cpu).require_grad(),
+                );
+                let want = op(ra.clone(), ta).matmul(op(rb.clone(), tb));
+                let grads = (want.clone() * tensor(&g, out_dims, &cpu)).sum().backward();
+                let (want_da, want_db) = (
+                    host(ra.grad(&grads).expect("dA")),
+                    host(rb.grad(&grads).expect("dB")),
+                );
+                let (xa, xb) = (
+                    tensor(&a, dims_of(m, k, ta), device).require_grad(),
+                    tensor(&b, dims_of(k, n, tb), device).require_grad(),
+                );
+                let c = matmul(xa.clone(), xb.clone(), ta, tb);
+                assert_eq!(c.dims(), out_dims, "{what}: shape");
+                let grads = (c.clone() * tensor(&g, out_dims, device)).sum().backward();
+                assert_close(
+                    &format!("{what}: C"),
+                    &host(c.inner()),
+                    &host(want.inner()),
+                    tol,
+                );
+                assert_close(
+                    &format!("{what}: dA"),
+                    &host(xa.grad(&grads).expect("dA")),
+                    &want_da,
+                    tol,
+                );
+                assert_close(
+                    &format!("{what}: dB"),
+                    &host(xb.grad(&grads).expect("dB")),
+                    &want_db,
+                    tol,
+                );
+            }
+        }
+    }
+    run::<4>(device, tol, [2, 3], 9, 16, 5);
+    run::<3>(device, tol, [4, 1], 7, 3, 11);
+}
+
+#[test]
+#[should_panic(expected = "batch dimensions differ")]
+fn mismatched_batch_dimensions_panic() {
+    let device = Device::flex();
+    let a = Tensor::<3>::zeros([2, 2, 3], &device);
+    let b = Tensor::<3>::zeros([1, 3, 4], &device);
+    let _ = matmul(a, b, false, false);
 }
 
 #[test]
