@@ -13,12 +13,13 @@ use crate::device::DeviceChoice;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
-    /// The device's training dtype (f32 in this version).
+    /// bf16 on CUDA, f32 elsewhere.
     #[default]
     Auto,
-    /// bfloat16.
+    /// bfloat16: weights, activations and products in bf16; norms, softmax,
+    /// the loss and the LoRA adapters in f32.
     Bf16,
-    /// float16.
+    /// float16 (not implemented: computes in f32, with a warning).
     F16,
     /// float32.
     F32,
@@ -55,9 +56,11 @@ pub struct ModelConfig {
     #[serde(default = "default_true")]
     pub double_quant: bool,
     /// Dtype for computation and for the unquantized base weights.
-    /// Default: auto. This version computes in f32 on every device (bf16/f16
-    /// checkpoints are widened exactly); `bf16` and `f16` are accepted, with
-    /// a warning, for configs written for the GPU path.
+    /// Default: auto (bf16 on CUDA, f32 on the CPU and wgpu). `bf16` keeps
+    /// weights and activations in bf16 with norms, softmax, loss and the LoRA
+    /// adapters in f32, as transformers + PEFT do (on the CPU it is emulated
+    /// and slower than f32). `f16` is accepted with a warning and computes
+    /// in f32.
     #[serde(default)]
     pub dtype: ComputeDtype,
     /// Where to run. Default: auto (CUDA if built with it and present,

@@ -117,6 +117,19 @@ fn wgpu_device() -> Result<burn::tensor::Device, DeviceError> {
     })
 }
 
+/// Whether `device` is the CUDA device ft trains on (there the `auto` dtype is bf16).
+pub fn is_cuda(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        *device == burn::tensor::Device::cuda(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// CUDA if compiled in and a GPU is present, else the CPU.
 fn auto_device() -> burn::tensor::Device {
     #[cfg(feature = "cuda")]

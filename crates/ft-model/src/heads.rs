@@ -3,17 +3,19 @@
 //! the vocabulary a chunk at a time instead of materialising
 //! `[batch, seq, vocab]` logits.
 
-use burn::tensor::{Int, Tensor, activation};
+use burn::tensor::{DType, Int, Tensor, activation};
 use ft_kernels::loss::{default_chunk, linear_cross_entropy};
 
-use crate::arch::layers::packed_causal_mask;
+use crate::arch::layers::{packed_causal_mask, to_dtype};
 use crate::arch::{CausalLm, PackedBatch};
 
 /// Final-normed hidden states `[batch, seq, hidden]` (the input of
 /// `lm_head`), computed exactly as [`CausalLm::forward`] does.
 pub fn final_hidden(model: &CausalLm, batch: &PackedBatch) -> Tensor<3> {
     let mut h = model.model.embed_tokens.forward(batch.input_ids.clone());
-    let (cos, sin) = model.rope.cos_sin(batch.position_ids.clone());
+    let (cos, sin) = model
+        .rope
+        .cos_sin(batch.position_ids.clone(), model.dtype());
     let mask = packed_causal_mask(batch.seq_ids.clone(), model.spec.sliding_window);
     for layer in &model.model.layers {
         h = layer.forward(h, cos.clone(), sin.clone(), mask.clone());
@@ -22,14 +24,15 @@ pub fn final_hidden(model: &CausalLm, batch: &PackedBatch) -> Tensor<3> {
 }
 
 /// `[n, hidden]` hidden states → `[n, vocab]` logits through `lm_head`
-/// (the embedding matrix when tied).
+/// (the embedding matrix when tied), in f32 whatever the compute dtype.
 pub fn lm_logits(model: &CausalLm, h: Tensor<2>) -> Tensor<2> {
-    match &model.lm_head {
+    let logits = match &model.lm_head {
         Some(head) => head.forward(h),
         None => {
             burn::tensor::module::linear(h, model.model.embed_tokens.weight.val().transpose(), None)
         }
-    }
+    };
+    to_dtype(logits, DType::F32)
 }
 
 /// The LM head's weight `[vocab, hidden]` when the head is a frozen plain

@@ -32,7 +32,7 @@ pub mod weights;
 
 pub use arch::{CausalLm, DecoderSpec, PackedBatch};
 pub use config::{AdapterConfig, AdapterKind, ComputeDtype, LoraInit, LoraTarget, ModelConfig};
-pub use device::{DeviceChoice, DeviceError, resolve_device};
+pub use device::{DeviceChoice, DeviceError, is_cuda, resolve_device};
 pub use error::ModelError;
 pub use generate::{GenerateError, GenerateOptions, Generation, KvCache, StopReason, generate};
 pub use gguf::load_gguf;

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use burn::tensor::DType;
 use ft_model::lora::LoraSpec;
 use ft_model::{
-    AdapterKind, CausalLm, ComputeDtype, Nf4Cache, Nf4Load, load_model_cached, resolve_device,
+    AdapterKind, CausalLm, ComputeDtype, Nf4Cache, Nf4Load, is_cuda, load_model_cached,
+    resolve_device,
 };
 use ft_train::{Observer, TrainReport, TrainSetup, train};
 
@@ -70,19 +72,33 @@ pub fn load_base(loaded: &Loaded) -> Result<(CausalLm, burn::tensor::Device), Ru
     let nf4 = (qlora || c.model.load_in_4bit).then_some(Nf4Load {
         double_quant: c.model.double_quant,
     });
-    if matches!(c.model.dtype, ComputeDtype::Bf16 | ComputeDtype::F16) {
-        // Said, not silently ignored: configs written for (or imported from)
-        // GPU runs ask for half precision.
-        tracing::warn!(
-            "model.dtype: {:?} is not implemented yet: ft computes in f32 (weights stored in \
-             bf16/f16 are widened exactly); half-precision compute comes with the CUDA path",
-            c.model.dtype
-        );
-    }
+    let dtype = match c.model.dtype {
+        ComputeDtype::Auto if is_cuda(&device) => DType::BF16,
+        ComputeDtype::Auto | ComputeDtype::F32 => DType::F32,
+        ComputeDtype::Bf16 => DType::BF16,
+        ComputeDtype::F16 => {
+            // Said, not silently ignored: configs imported from fp16 GPU runs.
+            tracing::warn!(
+                "model.dtype: f16 is not implemented: ft computes in f32 here (use bf16 for \
+                 half precision)"
+            );
+            DType::F32
+        }
+    };
     // The NF4 base comes from the on-disk cache when an earlier run
     // quantized this base with these settings (`FT_NF4_CACHE=0`: never).
     let cache = nf4.and_then(|_| Nf4Cache::from_env());
     let (model, _) = load_model_cached(&base_path(loaded)?, &device, nf4, cache.as_ref())?;
+    // Before the adapters are attached: they are created in f32 and stay so.
+    let model = if dtype == DType::F32 {
+        model
+    } else {
+        tracing::info!(
+            ?dtype,
+            "computing in {dtype:?} (norms, softmax, loss, adapters in f32)"
+        );
+        model.cast_params(dtype)
+    };
     Ok((model, device))
 }
 

@@ -36,13 +36,7 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
                     mask.clone(),
                     gemm_block,
                 );
-                let state = State::<B> {
-                    q,
-                    k,
-                    v,
-                    mask,
-                    out: out.clone(),
-                };
+                let state = State::<B> { q, k, v, mask };
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::attention_recompute(
@@ -60,7 +54,6 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: BoolTensor<Self>,
-        out: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         block: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
@@ -70,7 +63,6 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
             k.into_primitive(),
             v.into_primitive(),
             mask,
-            out.into_primitive(),
             dout.into_primitive(),
             block,
         );
@@ -82,14 +74,13 @@ impl<B: Backend + AttentionBackend, C: CheckpointStrategy> AttentionBackend for 
     }
 }
 
-/// What the backward needs: the inputs and the output, not the weights.
+/// What the backward needs: the inputs, not the weights.
 #[derive(Debug, Clone)]
 struct State<B: Backend> {
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     mask: BoolTensor<B>,
-    out: FloatTensor<B>,
 }
 
 #[derive(Debug)]
@@ -104,15 +95,8 @@ impl<B: Backend + AttentionBackend> Backward<B, 3> for AttentionGrad {
         let [pq, pk, pv] = ops.parents;
         let [b, h, _, _] = dims4(&s.q);
         let t = dims4(&s.k)[2];
-        let (dq, dk, dv) = B::attention_recompute_backward(
-            s.q,
-            s.k,
-            s.v,
-            s.mask,
-            s.out,
-            dout,
-            default_block(b, h, t),
-        );
+        let (dq, dk, dv) =
+            B::attention_recompute_backward(s.q, s.k, s.v, s.mask, dout, default_block(b, h, t));
         for (parent, grad) in [(pq, dq), (pk, dk), (pv, dv)] {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad);

@@ -6,19 +6,26 @@
 //!                                                        (CubeCL's flash kernel on wgpu/CUDA),
 //!                                                        or per block of query rows through
 //!                                                        [`crate::gemm`] (cuBLAS on CUDA)
-//! backward  D = rowsum(dout ∘ out)                       [b, h, s, 1]
-//!           for each block of query rows i:
+//! backward  for each block of query rows i:
 //!             P_i  = softmax(q_i·kᵀ/√d, masked)          recomputed, [b, h, rows, t]
 //!             dv  += P_iᵀ · dout_i
-//!             dS_i = P_i ∘ (dout_i · vᵀ − D_i)
+//!             dP_i = dout_i · vᵀ
+//!             dS_i = P_i ∘ (dP_i − rowsum(P_i ∘ dP_i))   softmax's backward, in f32
 //!             dq_i = dS_i · k / √d,   dk += dS_iᵀ · q_i / √d
 //! ```
 //!
 //! burn 0.22's autodiff runs attention as its decomposition (`attention_fallback`) and keeps
 //! the scores and the softmax of every layer until the backward: `batch × heads × seq²` floats
 //! twice per layer (at 4 × 2048 tokens and 32 heads, 2 GiB per copy per layer). Here the
-//! backward keeps `q`, `k`, `v`, the mask and `out`, and its peak is one block's weights.
-//! Fully masked rows give zero weights, as in burn's NaN-safe softmax.
+//! backward keeps `q`, `k`, `v` and the mask, and its peak is one block's weights. Fully
+//! masked rows give zero weights, as in burn's NaN-safe softmax.
+//!
+//! In bf16 the products take and give bf16 and everything between them is `f32`, rounded to
+//! bf16 where transformers' eager attention rounds (the scores before and after the scale, the
+//! weights before `· v`, `dS` before and after the scale): ft's bf16 logits and loss then equal
+//! transformers' (see `ft-model`'s and `ft-train`'s bf16 fixture tests). The row sums are
+//! `rowsum(P ∘ dP)`, the softmax backward autograd computes, not flash attention's equal
+//! `rowsum(dout ∘ out)`, which differs once `out` is rounded to bf16.
 //!
 //! Every product of the backward, and of the blocked forward, is a batched [`GemmBackend::gemm`]
 //! with the transposes as flags: on CUDA strided-batched cuBLAS, so training runs no burn matmul
@@ -39,9 +46,9 @@ use burn::backend::{
 };
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use burn::tensor::{Bool, Scalar, Slice, Tensor};
+use burn::tensor::{Bool, DType, Scalar, Slice, Tensor};
 
-use crate::gemm::GemmBackend;
+use crate::gemm::{GemmBackend, cast_to};
 
 /// Which forward [`attention`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +60,7 @@ pub enum AttentionForward {
     Gemm,
 }
 
-/// 0: not set (backend), 1: backend, 2: gemm.
+/// 0: not set (by dtype, see [`forward_mode`]), 1: backend, 2: gemm.
 static FORWARD: AtomicU8 = AtomicU8::new(0);
 
 /// Sets the forward [`attention`] runs in this process (unless `FT_ATTENTION` overrides it).
@@ -67,17 +74,21 @@ pub fn set_forward(forward: AttentionForward) {
     );
 }
 
-/// The forward [`attention`] runs: `FT_ATTENTION` (`backend` or `gemm`) when set, else what
-/// [`set_forward`] chose, else [`AttentionForward::Backend`].
-pub fn forward_mode() -> AttentionForward {
+/// The forward [`attention`] runs for inputs of `dtype`: `FT_ATTENTION` (`backend` or `gemm`)
+/// when set, else what [`set_forward`] chose, else [`AttentionForward::Gemm`] for half-precision
+/// inputs (it rounds where transformers' eager attention does: ft's bf16 logits equal
+/// transformers' on the fixture models) and [`AttentionForward::Backend`] for `f32`.
+pub fn forward_mode(dtype: DType) -> AttentionForward {
     match std::env::var("FT_ATTENTION").ok().as_deref().map(str::trim) {
         Some("gemm") => return AttentionForward::Gemm,
         Some("backend") => return AttentionForward::Backend,
         _ => {}
     }
     match FORWARD.load(Ordering::Relaxed) {
+        1 => AttentionForward::Backend,
         2 => AttentionForward::Gemm,
-        _ => AttentionForward::Backend,
+        _ if dtype == DType::F32 => AttentionForward::Backend,
+        _ => AttentionForward::Gemm,
     }
 }
 
@@ -107,13 +118,14 @@ pub trait AttentionBackend: Backend + GemmBackend {
         let t = dims4(&k)[2];
         let scale = Scalar::from(1.0 / (d as f64).sqrt());
         let block = block.max(1);
+        let dtype = q.dtype();
         let mut out = Vec::new();
         for start in (0..s).step_by(block) {
             let end = (start + block).min(s);
             let q_i = Self::float_slice(q.clone(), &rows4(b, h, start..end, d));
             let mask_i = Self::bool_slice(mask.clone(), &rows4(b, h, start..end, t));
-            let scores = Self::float_mul_scalar(Self::gemm(q_i, k.clone(), false, true), scale);
-            let p = masked_softmax::<Self>(scores, mask_i);
+            let scores = scaled_scores::<Self>(Self::gemm(q_i, k.clone(), false, true), scale);
+            let p = cast_to::<Self>(masked_softmax::<Self>(scores, mask_i), dtype);
             out.push(Self::gemm(p, v.clone(), false, false));
         }
         if out.len() == 1 {
@@ -131,15 +143,15 @@ pub trait AttentionBackend: Backend + GemmBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: BoolTensor<Self>,
-        out: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         block: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [b, h, s, d] = dims4(&q);
         let t = dims4(&k)[2];
         let scale = Scalar::from(1.0 / (d as f64).sqrt());
-        // D_i = Σ_j dout_ij · out_ij = Σ_j P_ij (dout_i · v_j).
-        let big_d = Self::float_sum_dim(Self::float_mul(dout.clone(), out), 3);
+        // Products in the inputs' dtype; softmax, dS and the dk/dv sums in f32.
+        let dtype = q.dtype();
+        let f32 = |t| cast_to::<Self>(t, DType::F32);
         let (mut dk, mut dv) = (None::<FloatTensor<Self>>, None::<FloatTensor<Self>>);
         let mut dq = Vec::new();
         for start in (0..s).step_by(block.max(1)) {
@@ -147,17 +159,22 @@ pub trait AttentionBackend: Backend + GemmBackend {
             let q_i = Self::float_slice(q.clone(), &rows4(b, h, start..end, d));
             let dout_i = Self::float_slice(dout.clone(), &rows4(b, h, start..end, d));
             let mask_i = Self::bool_slice(mask.clone(), &rows4(b, h, start..end, t));
-            let d_i = Self::float_slice(big_d.clone(), &rows4(b, h, start..end, 1));
             // Transposes as flags: no transposed copy of k, v, p or dS is made.
             let scores =
-                Self::float_mul_scalar(Self::gemm(q_i.clone(), k.clone(), false, true), scale);
+                scaled_scores::<Self>(Self::gemm(q_i.clone(), k.clone(), false, true), scale);
             let p = masked_softmax::<Self>(scores, mask_i);
-            let dv_i = Self::gemm(p.clone(), dout_i.clone(), true, false);
-            let dp = Self::gemm(dout_i, v.clone(), false, true);
+            let dv_i = f32(Self::gemm(
+                cast_to::<Self>(p.clone(), dtype),
+                dout_i.clone(),
+                true,
+                false,
+            ));
+            let dp = f32(Self::gemm(dout_i, v.clone(), false, true));
+            let d_i = Self::float_sum_dim(Self::float_mul(p.clone(), dp.clone()), 3);
             let ds = Self::float_mul(p, Self::float_sub(dp, d_i));
-            let ds = Self::float_mul_scalar(ds, scale);
+            let ds = scaled_scores::<Self>(cast_to::<Self>(ds, dtype), scale);
             dq.push(Self::gemm(ds.clone(), k.clone(), false, false));
-            let dk_i = Self::gemm(ds, q_i, true, false);
+            let dk_i = f32(Self::gemm(ds, q_i, true, false));
             dk = Some(match dk {
                 Some(acc) => Self::float_add(acc, dk_i),
                 None => dk_i,
@@ -169,8 +186,8 @@ pub trait AttentionBackend: Backend + GemmBackend {
         }
         (
             Self::float_cat(dq, 2),
-            dk.expect("attention needs at least one query"),
-            dv.expect("attention needs at least one query"),
+            cast_to::<Self>(dk.expect("attention needs at least one query"), dtype),
+            cast_to::<Self>(dv.expect("attention needs at least one query"), dtype),
         )
     }
 }
@@ -200,10 +217,23 @@ fn dims4<T: TensorMetadata>(t: &T) -> [usize; 4] {
     [shape[0], shape[1], shape[2], shape[3]]
 }
 
-/// burn's NaN-safe masked softmax over the last dimension (`attention_fallback`'s): the row
-/// maximum clamped to the dtype's lowest finite value and the sum to its smallest normal, so a
-/// fully masked row gives zeros.
+/// `scores · scale`, multiplied in `f32` and rounded once to the scores' dtype, as torch
+/// multiplies a bf16 tensor by a Python float (burn's scalar op on bf16 rounds the scale to
+/// bf16 first, which for `1/√32` is off by 0.2%). Also `dS · scale` in the backward.
+fn scaled_scores<B: Backend>(scores: FloatTensor<B>, scale: Scalar) -> FloatTensor<B> {
+    let dtype = scores.dtype();
+    cast_to::<B>(
+        B::float_mul_scalar(cast_to::<B>(scores, DType::F32), scale),
+        dtype,
+    )
+}
+
+/// burn's NaN-safe masked softmax over the last dimension (`attention_fallback`'s), in `f32`
+/// whatever the scores' dtype (as flash attention keeps its softmax in `f32`): the row maximum
+/// clamped to the lowest finite value and the sum to the smallest normal, so a fully masked row
+/// gives zeros.
 fn masked_softmax<B: Backend>(scores: FloatTensor<B>, mask: BoolTensor<B>) -> FloatTensor<B> {
+    let scores = cast_to::<B>(scores, DType::F32);
     let finfo = scores.dtype().finfo().expect("scores are a float tensor");
     let scores = B::float_mask_fill(scores, mask, Scalar::from(f32::NEG_INFINITY));
     let max = B::float_clamp_min(B::float_max_dim(scores.clone(), 3), Scalar::from(finfo.min));
@@ -226,7 +256,8 @@ pub fn default_block(batch: usize, heads: usize, keys: usize) -> usize {
 /// `[b, h, t, d]`, `mask` `[b, h, s, t]` (`true` = masked), with the forward of
 /// [`forward_mode`]. Differentiable in `q`, `k`, `v`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>) -> Tensor<4> {
-    attention_with(q, k, v, mask, forward_mode())
+    let mode = forward_mode(q.dtype());
+    attention_with(q, k, v, mask, mode)
 }
 
 /// [`attention`] with the forward named.

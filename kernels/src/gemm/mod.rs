@@ -76,6 +76,16 @@ fn burn_matmul<B: Backend>(
 
 impl GemmBackend for Flex {}
 
+/// `t` as `dtype` (no op when it already is): the casts around mixed-precision steps (bf16
+/// products, `f32` softmax and accumulation).
+pub(crate) fn cast_to<B: Backend>(t: FloatTensor<B>, dtype: burn::tensor::DType) -> FloatTensor<B> {
+    use burn::backend::TensorMetadata;
+    if t.dtype() == dtype {
+        return t;
+    }
+    B::float_cast(t, dtype.into())
+}
+
 /// `[.., m, n]` of `op(lhs) · op(rhs)` (read by the fusion registration; the product itself
 /// checks that the inner and batch dimensions agree).
 #[cfg_attr(not(feature = "fusion"), allow(dead_code))]

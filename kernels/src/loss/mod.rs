@@ -27,9 +27,9 @@ use burn::backend::{
     Backend, Dispatch, TensorMetadata, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::{IndexingUpdateOp, Int, Scalar, Shape, Slice, Tensor};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Scalar, Shape, Slice, Tensor};
 
-use crate::gemm::GemmBackend;
+use crate::gemm::{GemmBackend, cast_to};
 
 /// The fused LM head + cross-entropy (see the module docs).
 #[backend_extension(
@@ -39,9 +39,9 @@ use crate::gemm::GemmBackend;
     Autodiff
 )]
 pub trait LinearCrossEntropyBackend: Backend + GemmBackend {
-    /// `[1]`: the summed negative log-likelihood of `targets` (`[rows]`, int) under
-    /// `softmax(h · weightᵀ)`, `h` `[rows, hidden]`, `weight` `[vocab, hidden]`, computed `chunk`
-    /// rows at a time.
+    /// `[1]`, `f32`: the summed negative log-likelihood of `targets` (`[rows]`, int) under
+    /// `softmax(h · weightᵀ)`, `h` `[rows, hidden]`, `weight` `[vocab, hidden]` (same dtype as
+    /// `h`), computed `chunk` rows at a time; the softmax is in `f32` whatever the dtype.
     #[fusion(default)]
     fn linear_cross_entropy(
         h: FloatTensor<Self>,
@@ -91,6 +91,7 @@ pub trait LinearCrossEntropyBackend: Backend + GemmBackend {
             );
             let dlogits = Self::float_scatter(1, probs, idx, minus_one, IndexingUpdateOp::Add);
             let dlogits = Self::float_mul(dlogits, grad.clone());
+            let dlogits = cast_to::<Self>(dlogits, weight.dtype());
             parts.push(Self::gemm(dlogits, weight.clone(), false, false));
         }
         Self::float_cat(parts, 0)
@@ -120,7 +121,8 @@ fn chunks(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |start| (start, (start + chunk).min(rows)))
 }
 
-/// `h[start..end] · weightᵀ`: `[end - start, vocab]`.
+/// `h[start..end] · weightᵀ`: `[end - start, vocab]`, in `f32` (a `bf16` product is widened
+/// before the softmax, as transformers widens the logits before its loss).
 fn chunk_logits<B: GemmBackend>(
     h: &FloatTensor<B>,
     weight: &FloatTensor<B>,
@@ -132,7 +134,7 @@ fn chunk_logits<B: GemmBackend>(
         h.clone(),
         &[Slice::from(start..end), Slice::from(0..hidden)],
     );
-    B::gemm(rows, weight.clone(), false, true)
+    cast_to::<B>(B::gemm(rows, weight.clone(), false, true), DType::F32)
 }
 
 /// `targets[start..end]` as `[end - start, 1]`, the index shape of a gather along dim 1.

@@ -33,12 +33,14 @@
 //! `model.layers.1.self_attn.q_proj.weight` is
 //! `CausalLm.model.layers[1].self_attn.q_proj.weight`.
 
-use burn::module::Module;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Bool, DType, Device, Int, Tensor};
 use ft_arch::Arch;
 
 use super::PackedBatch;
-use super::layers::{Embedding, Linear, Mlp, RmsNorm, Rope, RopeScaling, packed_causal_mask};
+use super::layers::{
+    Embedding, Linear, Mlp, RmsNorm, Rope, RopeScaling, packed_causal_mask, to_dtype,
+};
 use crate::error::ModelError;
 use crate::weights::VarBuilder;
 
@@ -373,7 +375,7 @@ impl CausalLm {
         // 1. Token embeddings.
         let mut h = self.model.embed_tokens.forward(batch.input_ids.clone());
         // 2. RoPE angles from the per-sequence positions, shared by all layers.
-        let (cos, sin) = self.rope.cos_sin(batch.position_ids.clone());
+        let (cos, sin) = self.rope.cos_sin(batch.position_ids.clone(), self.dtype());
         // 3. Block-diagonal causal mask from the sequence ids.
         let mask = packed_causal_mask(batch.seq_ids.clone(), self.spec.sliding_window);
         // 4. The decoder layers.
@@ -385,7 +387,7 @@ impl CausalLm {
     }
 
     /// Final norm and the LM head (the embedding matrix when tied):
-    /// `[b, s, hidden]` → `[b, s, vocab]`.
+    /// `[b, s, hidden]` → `[b, s, vocab]`, in f32 (transformers' `logits.float()`).
     fn head(&self, h: Tensor<3>) -> Tensor<3> {
         let [b, s, hidden] = h.dims();
         // 2-D rows, as in the attention projections (no weight copy).
@@ -399,7 +401,28 @@ impl CausalLm {
             ),
         };
         let vocab = logits.dims()[1];
-        logits.reshape([b, s, vocab])
+        to_dtype(logits, DType::F32).reshape([b, s, vocab])
+    }
+
+    /// The dtype the model computes in: that of its embedding table (f32 as
+    /// loaded; bf16 after [`cast_params`](Self::cast_params)).
+    pub fn dtype(&self) -> DType {
+        self.model.embed_tokens.weight.val().dtype()
+    }
+
+    /// Casts every float parameter (embeddings, norms, dense weights and
+    /// biases, and adapters when attached) to `dtype`; the NF4 weights and
+    /// their f32 scales are left as they are. Called on the frozen base,
+    /// before adapters are attached, so that the adapters stay f32.
+    pub fn cast_params(self, dtype: DType) -> Self {
+        struct Cast(DType);
+        impl ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                param.map(|t| to_dtype(t, dtype))
+            }
+        }
+        self.map(&mut Cast(dtype))
     }
 
     /// An empty KV cache for this model.
@@ -444,7 +467,7 @@ impl CausalLm {
         let positions = Tensor::<1, Int>::arange(past as i64..(past + s) as i64, &device)
             .reshape([1, s])
             .expand([b, s]);
-        let (cos, sin) = self.rope.cos_sin(positions);
+        let (cos, sin) = self.rope.cos_sin(positions, self.dtype());
         // 3. Causal (and windowed) mask of the new queries over all keys.
         let mask = cached_causal_mask(past, s, self.spec.sliding_window, &device);
         // 4. The decoder layers, each appending to its cache.

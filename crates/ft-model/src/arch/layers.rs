@@ -9,7 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData, activation};
+
+/// `t` as `dtype`; the same tensor when it already is (mixed precision: bf16 activations,
+/// `f32` norms and adapters).
+pub fn to_dtype<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
 
 use crate::error::ModelError;
 use crate::weights::VarBuilder;
@@ -157,15 +163,23 @@ pub struct LoraAdapter {
 }
 
 impl LoraAdapter {
-    /// `[rows, in] -> [rows, out]`: the scaled low-rank update alone.
+    /// `[rows, in] -> [rows, out]`: the scaled low-rank update alone, computed in the
+    /// adapter's dtype (`f32`) and returned in `x`'s, as PEFT casts `x` to `lora_A`'s dtype and
+    /// the update back.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let dtype = x.dtype();
+        let a = self.lora_a.val();
+        let x = to_dtype(x, a.dtype());
         let x = match &self.dropout {
             Some(d) => d.apply(x),
             None => x,
         };
         // `(x · Aᵀ) · Bᵀ`, transposes as flags (cuBLAS on CUDA).
-        let h = ft_kernels::gemm::matmul(x, self.lora_a.val(), false, true);
-        ft_kernels::gemm::matmul(h, self.lora_b.val(), false, true) * self.scale
+        let h = ft_kernels::gemm::matmul(x, a, false, true);
+        to_dtype(
+            ft_kernels::gemm::matmul(h, self.lora_b.val(), false, true) * self.scale,
+            dtype,
+        )
     }
 }
 
@@ -236,7 +250,8 @@ pub fn splitmix64(x: u64) -> u64 {
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019,
 /// <https://arxiv.org/abs/1910.07467>): `y = x / sqrt(mean(x²) + eps) · w`,
-/// over the last dimension, computed in f32 as transformers' `LlamaRMSNorm`.
+/// over the last dimension, computed in f32 as transformers' `LlamaRMSNorm`
+/// (a bf16 input is widened, normalized, rounded back, then scaled by `w`).
 #[derive(Module, Debug)]
 pub struct RmsNorm {
     /// Per-channel gain `[dim]` (HF name `weight`).
@@ -256,8 +271,10 @@ impl RmsNorm {
 
     /// `[..., dim] -> [..., dim]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = to_dtype(x, DType::F32);
         let variance = x.clone().square().mean_dim(D - 1);
-        let normed = x * (variance + self.eps).sqrt().recip();
+        let normed = to_dtype(x * (variance + self.eps).sqrt().recip(), dtype);
         normed * self.weight.val().unsqueeze()
     }
 }
@@ -333,8 +350,9 @@ impl Rope {
     }
 
     /// `cos` and `sin` of `position · inv_freq`, duplicated over both
-    /// halves: `[batch, seq]` positions → two `[batch, 1, seq, head_dim]`.
-    pub fn cos_sin(&self, position_ids: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+    /// halves: `[batch, seq]` positions → two `[batch, 1, seq, head_dim]`,
+    /// computed in f32 and returned in `dtype` (transformers' `cos.to(x.dtype)`).
+    pub fn cos_sin(&self, position_ids: Tensor<2, Int>, dtype: DType) -> (Tensor<4>, Tensor<4>) {
         let device = position_ids.device();
         let [batch, seq] = position_ids.dims();
         let half = self.inv_freq.len();
@@ -342,7 +360,10 @@ impl Rope {
         // Same operation order as transformers: f32 positions × f32 freqs.
         let freqs = position_ids.float().reshape([batch, seq, 1]) * inv;
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
-        (emb.clone().cos(), emb.sin())
+        (
+            to_dtype(emb.clone().cos(), dtype),
+            to_dtype(emb.sin(), dtype),
+        )
     }
 
     /// Rotates `x` (`[batch, heads, seq, head_dim]`) by the angles in
@@ -442,7 +463,11 @@ impl Mlp {
 
     /// `[..., hidden] -> [..., hidden]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let gate = activation::silu(self.gate_proj.forward(x.clone()));
+        // SiLU evaluated in f32 and rounded once, as torch evaluates it on bf16 (burn's
+        // `x · sigmoid(x)` on bf16 rounds twice).
+        let gate = self.gate_proj.forward(x.clone());
+        let dtype = gate.dtype();
+        let gate = to_dtype(activation::silu(to_dtype(gate, DType::F32)), dtype);
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }

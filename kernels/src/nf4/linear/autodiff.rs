@@ -8,7 +8,7 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind, unary},
 };
 use burn::backend::{
-    Backend,
+    Backend, TensorMetadata,
     tensor::{FloatTensor, IntTensor},
 };
 
@@ -105,6 +105,7 @@ impl<B: Backend + Nf4Backend> Backward<B, 1> for Nf4LinearBackward {
                 s.in_features,
                 s.blocksize,
             );
+            let weight = crate::gemm::cast_to::<B>(weight, grad.dtype());
             B::gemm(grad, weight, false, false)
         });
     }

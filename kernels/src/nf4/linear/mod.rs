@@ -42,7 +42,7 @@ mod host;
 mod tests;
 
 use burn::backend::{
-    Backend, Dispatch, backend_extension,
+    Backend, Dispatch, TensorMetadata, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorCreationOptions, TensorData};
@@ -71,7 +71,9 @@ pub trait Nf4Backend: Backend + GemmBackend {
         blocksize: usize,
     ) -> FloatTensor<Self>;
 
-    /// `x · dequant(W)ᵀ` for `x` `[rows, in_features]`: `[rows, out_features]`.
+    /// `x · dequant(W)ᵀ` for `x` `[rows, in_features]`: `[rows, out_features]`, in `x`'s dtype
+    /// (a `bf16` input gets the weight rounded to `bf16`, bitsandbytes' `dequantize_4bit` to
+    /// `bf16`).
     #[fusion(default)]
     fn nf4_linear(
         x: FloatTensor<Self>,
@@ -82,6 +84,7 @@ pub trait Nf4Backend: Backend + GemmBackend {
         blocksize: usize,
     ) -> FloatTensor<Self> {
         let weight = Self::nf4_dequantize(codes, absmax, out_features, in_features, blocksize);
+        let weight = crate::gemm::cast_to::<Self>(weight, x.dtype());
         Self::gemm(x, weight, false, true)
     }
 }
