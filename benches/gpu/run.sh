@@ -15,7 +15,8 @@
 # diag traces 2 steps of a 2-layer cut of the 1B shape with cubecl's
 # compilation/autotune log (where the first CUDA step's host time goes).
 # FT_STEPS (default 8) and FT_TIMEOUT (default 200 s) bound the ft run;
-# FT_AUTOTUNE sets cubecl's autotune level for it (default balanced).
+# FT_AUTOTUNE sets cubecl's autotune level for it (default balanced), FT_DTYPE its
+# model.dtype (default auto = bf16 on CUDA).
 set -u
 G=.gpu
 W=/tmp/ft-gpu
@@ -66,10 +67,11 @@ if want dequant; then
   timeout 60 "$W/bin/nf4_dequant_bench" cuda 2>&1 | tail -6
 fi
 if want ft; then
-  echo "== ft QLoRA, Llama-3.2-1B shape, 4 x 2048, ${FT_STEPS:-8} steps, autotune ${FT_AUTOTUNE:-balanced}"
+  echo "== ft QLoRA, Llama-3.2-1B shape, 4 x 2048, ${FT_STEPS:-8} steps, dtype ${FT_DTYPE:-auto}, autotune ${FT_AUTOTUNE:-balanced}"
   python3 benches/gpu/make_model.py llama-3.2-1b "$W/llama-3.2-1b" "$W/tok" 2>&1 | tail -1
   python3 benches/preprocess/gen_data.py "$W/chats.jsonl" 4000
-  sed "s/max_steps: 8/max_steps: ${FT_STEPS:-8}/" benches/gpu/qlora_1b.yml > "$W/qlora_1b.yml"
+  sed -e "s/max_steps: 8/max_steps: ${FT_STEPS:-8}/" -e "s/  device: cuda/  device: cuda\n  dtype: ${FT_DTYPE:-auto}/" \
+      benches/gpu/qlora_1b.yml > "$W/qlora_1b.yml"
   peak_during ft env CUBECL_AUTOTUNE_LEVEL="${FT_AUTOTUNE:-balanced}" timeout "${FT_TIMEOUT:-200}" "$W/bin/ft" run "$W/qlora_1b.yml" 2>&1 | grep -v "^\s*$" | tail -20
   cp "$W/out-1b/metrics.jsonl" "$OUT/ft-metrics-1b.jsonl" 2>/dev/null
   python3 - "$W/out-1b/metrics.jsonl" <<'PY' 2>&1
@@ -94,8 +96,8 @@ if want diag; then
   gzip -c "$W/cubecl.log" > "$OUT/cubecl-diag.log.gz" 2>/dev/null
 fi
 if want qlora; then
-  echo "== one QLoRA step on CUDA vs PEFT + bitsandbytes (fixture)"
-  timeout 90 "$W/bin/train_tiny" one_qlora_step_on_cuda --ignored --nocapture 2>&1 | grep -E "rel err|panicked|test result|SKIPPED" | head
+  echo "== one QLoRA step on CUDA vs PEFT + bitsandbytes (fixtures: f32, then bf16)"
+  timeout 120 "$W/bin/train_tiny" on_cuda --ignored --nocapture --test-threads=1 2>&1 | grep -E "rel err|bf16 QLoRA|panicked|test result|SKIPPED" | head
 fi
 if want peft; then
   echo "== PEFT + bitsandbytes QLoRA, same shape and batch"
