@@ -21,6 +21,7 @@ impl<B: Backend + Nf4Backend, C: CheckpointStrategy> Nf4Backend for Autodiff<B, 
         out_features: usize,
         in_features: usize,
         blocksize: usize,
+        bf16: bool,
     ) -> FloatTensor<Self> {
         // The frozen base: a constant, outside the graph.
         <FloatTensor<Self>>::new(B::nf4_dequantize(
@@ -29,6 +30,7 @@ impl<B: Backend + Nf4Backend, C: CheckpointStrategy> Nf4Backend for Autodiff<B, 
             out_features,
             in_features,
             blocksize,
+            bf16,
         ))
     }
 
@@ -98,14 +100,16 @@ impl<B: Backend + Nf4Backend> Backward<B, 1> for Nf4LinearBackward {
         let s = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             // dx = dy · W, W [out, in].
+            let dtype = grad.dtype();
             let weight = B::nf4_dequantize(
                 s.codes,
                 s.absmax,
                 s.out_features,
                 s.in_features,
                 s.blocksize,
+                dtype == burn::tensor::DType::BF16,
             );
-            let weight = crate::gemm::cast_to::<B>(weight, grad.dtype());
+            let weight = crate::gemm::cast_to::<B>(weight, dtype);
             B::gemm(grad, weight, false, false)
         });
     }

@@ -15,6 +15,7 @@ impl Nf4Backend for CubeBackend {
         out_features: usize,
         in_features: usize,
         blocksize: usize,
+        bf16: bool,
     ) -> FloatTensor<Self> {
         assert!(
             matches!(codes.dtype, DType::I32 | DType::U32),
@@ -35,14 +36,16 @@ impl Nf4Backend for CubeBackend {
             absmax.handle.clone(),
             numel,
             blocksize,
-            false,
+            bf16,
         );
+        // With `bf16`, `numel.div_ceil(2)` words of little-endian bf16 pairs: the bytes of a
+        // contiguous bf16 tensor (plus one padding half when `numel` is odd).
         CubeTensor::new_contiguous(
             absmax.client.clone(),
             absmax.device.clone(),
             Shape::new([out_features, in_features]),
             out,
-            DType::F32,
+            if bf16 { DType::BF16 } else { DType::F32 },
         )
     }
 }

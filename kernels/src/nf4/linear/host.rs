@@ -19,8 +19,16 @@ impl Nf4Backend for Flex {
         out_features: usize,
         in_features: usize,
         blocksize: usize,
+        bf16: bool,
     ) -> FloatTensor<Self> {
-        host_dequantize::<Self>(codes, absmax, out_features, in_features, blocksize)
+        let w = host_dequantize::<Self>(codes, absmax, out_features, in_features, blocksize);
+        // Round-to-nearest-even of each f32 product: what the CubeCL kernel's `bf16_bits` and
+        // bitsandbytes do.
+        if bf16 {
+            crate::gemm::cast_to::<Self>(w, burn::tensor::DType::BF16)
+        } else {
+            w
+        }
     }
 }
 

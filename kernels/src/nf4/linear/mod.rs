@@ -60,15 +60,17 @@ use crate::nf4::reference::Nf4Tensor;
     Autodiff
 )]
 pub trait Nf4Backend: Backend + GemmBackend {
-    /// The dense `[out_features, in_features]` weight, `f32`: `codes` holds
+    /// The dense `[out_features, in_features]` weight, `f32` (with `bf16`: rounded to `bf16`
+    /// by the kernel itself, as bitsandbytes' `dequantize_4bit` to bf16 does): `codes` holds
     /// `numel.div_ceil(8)` `u32` words as `i32`, `absmax` one `f32` per block of `blocksize`.
-    #[fusion(dtype = absmax, shape = weight_shape(out_features, in_features))]
+    #[fusion(dtype = weight_dtype(bf16), shape = weight_shape(out_features, in_features))]
     fn nf4_dequantize(
         codes: IntTensor<Self>,
         absmax: FloatTensor<Self>,
         out_features: usize,
         in_features: usize,
         blocksize: usize,
+        bf16: bool,
     ) -> FloatTensor<Self>;
 
     /// `x · dequant(W)ᵀ` for `x` `[rows, in_features]`: `[rows, out_features]`, in `x`'s dtype
@@ -83,10 +85,19 @@ pub trait Nf4Backend: Backend + GemmBackend {
         in_features: usize,
         blocksize: usize,
     ) -> FloatTensor<Self> {
-        let weight = Self::nf4_dequantize(codes, absmax, out_features, in_features, blocksize);
-        let weight = crate::gemm::cast_to::<Self>(weight, x.dtype());
+        let dtype = x.dtype();
+        let bf16 = dtype == DType::BF16;
+        let weight =
+            Self::nf4_dequantize(codes, absmax, out_features, in_features, blocksize, bf16);
+        let weight = crate::gemm::cast_to::<Self>(weight, dtype);
         Self::gemm(x, weight, false, true)
     }
+}
+
+/// The output dtype of [`Nf4Backend::nf4_dequantize`] (read by the fusion registration).
+#[cfg_attr(not(feature = "fusion"), allow(dead_code))]
+fn weight_dtype(bf16: &bool) -> DType {
+    if *bf16 { DType::BF16 } else { DType::F32 }
 }
 
 /// `[out_features, in_features]`, the output shape of [`Nf4Backend::nf4_dequantize`] (read by
@@ -172,12 +183,23 @@ impl Nf4Weight {
     /// The dense weight, `f32` `[out, in]`, dequantized now on the weight's device
     /// (bitsandbytes' `dequantize_4bit`, bit for bit). Not differentiable.
     pub fn dequantize(&self) -> Tensor<2> {
+        self.dequantize_as(false)
+    }
+
+    /// [`dequantize`](Self::dequantize) straight to `bf16` (`bf16`), as bitsandbytes'
+    /// `dequantize_4bit` with a bf16 quant state: each value's `f32` product rounded once.
+    pub fn dequantize_bf16(&self) -> Tensor<2> {
+        self.dequantize_as(true)
+    }
+
+    fn dequantize_as(&self, bf16: bool) -> Tensor<2> {
         Tensor::from_dispatch(<Dispatch as Nf4Backend>::nf4_dequantize(
             self.codes.clone().into_dispatch(),
             self.absmax.clone().into_dispatch(),
             self.out_features,
             self.in_features,
             self.blocksize,
+            bf16,
         ))
     }
 

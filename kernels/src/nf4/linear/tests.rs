@@ -7,7 +7,7 @@
 //! matmuls, so on the CPU they agree exactly; the tolerance only leaves GPU reduction orders
 //! free).
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData, bf16};
 
 use super::Nf4Weight;
 use crate::nf4::reference::{BLOCKSIZE, Nf4Tensor};
@@ -37,6 +37,26 @@ fn check_dequantize(device: &Device) {
             assert_eq!(
                 got, want,
                 "dequantize {shape:?} double_quant={double}: bits differ"
+            );
+            // Straight to bf16: each f32 product rounded to nearest-even, as bitsandbytes'
+            // bf16 dequantization (read back as bytes: no kernel runs on the bf16 tensor).
+            let got: Vec<u32> = w
+                .dequantize_bf16()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32")
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let want: Vec<u32> = q
+                .dequantize()
+                .iter()
+                .map(|&v| bf16::from_f32(v).to_f32().to_bits())
+                .collect();
+            assert_eq!(
+                got, want,
+                "dequantize to bf16 {shape:?} double_quant={double}: bits differ"
             );
         }
     }
