@@ -245,11 +245,18 @@ fn masked_softmax<B: Backend>(scores: FloatTensor<B>, mask: BoolTensor<B>) -> Fl
     B::float_div(num, sum)
 }
 
-/// Query rows per backward block so that one block's `[b, h, rows, t]` weights stay near
-/// 64 MiB of f32.
+/// Query rows per block so that one block's `[b, h, rows, t]` `f32` weights stay near
+/// `FT_ATTENTION_BLOCK_MIB` MiB (default 64). A block holds about four such tensors at its
+/// peak (scores, weights, `dP`, `dS`); on CUDA every block costs two host round trips per
+/// cuBLAS product, so fewer, larger blocks trade memory for fewer synchronizations.
 pub fn default_block(batch: usize, heads: usize, keys: usize) -> usize {
-    const BUDGET: usize = 16 << 20;
-    (BUDGET / (batch * heads * keys).max(1)).max(1)
+    let mib = std::env::var("FT_ATTENTION_BLOCK_MIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&m| m > 0)
+        .unwrap_or(64);
+    let budget = (mib << 20) / size_of::<f32>();
+    (budget / (batch * heads * keys).max(1)).max(1)
 }
 
 /// [`AttentionBackend::attention_recompute`] on burn tensors: `q` `[b, h, s, d]`, `k`, `v`
