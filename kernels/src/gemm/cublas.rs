@@ -1,5 +1,5 @@
-//! cuBLAS on cubecl's CUDA buffers: `cublasGemmEx` through `cudarc` (libcublas loaded at run
-//! time), one handle and one non-blocking stream per host thread.
+//! cuBLAS on cubecl's CUDA buffers: `cublasGemmStridedBatchedEx` through `cudarc` (libcublas
+//! loaded at run time), one handle and one non-blocking stream per host thread.
 //!
 //! Ordering with cubecl's own streams: before the product, a `sync` of the compute client waits
 //! for every queued cubecl kernel (the operands are written, the output allocated); after it,
@@ -130,9 +130,8 @@ pub(super) fn supports(lhs: &CubeTensor, rhs: &CubeTensor) -> bool {
         && with_blas(index, |_| ()).is_some()
 }
 
-/// `op(lhs) · op(rhs)` by `cublasGemmEx`, or `cublasGemmStridedBatchedEx` for a batch of
-/// matrices (rank > 2; every operand made contiguous, so matrix `i` starts `i · rows · cols`
-/// elements in). Row-major `C = op(A) op(B)` is column-major `Cᵀ = op(B)ᵀ op(A)ᵀ`, so cuBLAS
+/// `op(lhs) · op(rhs)` by `cublasGemmStridedBatchedEx` over the batch dimensions (none: a batch
+/// of one; every operand made contiguous, so matrix `i` starts `i · rows · cols` elements in). Row-major `C = op(A) op(B)` is column-major `Cᵀ = op(B)ᵀ op(A)ᵀ`, so cuBLAS
 /// gets `rhs` first with the same flags and `m`/`n` swapped.
 ///
 /// # Panics
@@ -212,45 +211,10 @@ pub(super) fn gemm(
         // host `f32` as `CUBLAS_COMPUTE_32F*` requires.
         unsafe {
             driver::ctx::set_current(blas.ctx).map_err(|e| format!("cuCtxSetCurrent: {e}"))?;
-            if batch > 1 {
-                let stride =
-                    |v: usize| i64::try_from(v).expect("a buffer's element count fits i64");
-                cublas::gemm_strided_batched_ex(
-                    blas.handle,
-                    op(trans_rhs),
-                    op(trans_lhs),
-                    as_i32(n),
-                    as_i32(m),
-                    as_i32(k),
-                    (&raw const alpha).cast::<c_void>(),
-                    rb.resource().ptr as *const c_void,
-                    data_type,
-                    as_i32(lda),
-                    stride(k * n),
-                    ra.resource().ptr as *const c_void,
-                    data_type,
-                    as_i32(ldb),
-                    stride(m * k),
-                    (&raw const beta).cast::<c_void>(),
-                    rc.resource().ptr as *mut c_void,
-                    data_type,
-                    as_i32(n),
-                    stride(m * n),
-                    as_i32(batch),
-                    compute,
-                    cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-                .map_err(|e| {
-                    format!(
-                        "cublasGemmStridedBatchedEx (batch={batch}, m={m}, n={n}, k={k}, \
-                         {dtype:?}): {e}"
-                    )
-                })?;
-                return driver::stream::synchronize(blas.stream).map_err(|e| {
-                    format!("cuStreamSynchronize after cublasGemmStridedBatchedEx: {e}")
-                });
-            }
-            cublas::gemm_ex(
+            // One call for plain and batched products: a batch of one is `cublasGemmEx`'s
+            // product (the strides are then never applied).
+            let stride = |v: usize| i64::try_from(v).expect("a buffer's element count fits i64");
+            cublas::gemm_strided_batched_ex(
                 blas.handle,
                 op(trans_rhs),
                 op(trans_lhs),
@@ -261,19 +225,28 @@ pub(super) fn gemm(
                 rb.resource().ptr as *const c_void,
                 data_type,
                 as_i32(lda),
+                stride(k * n),
                 ra.resource().ptr as *const c_void,
                 data_type,
                 as_i32(ldb),
+                stride(m * k),
                 (&raw const beta).cast::<c_void>(),
                 rc.resource().ptr as *mut c_void,
                 data_type,
                 as_i32(n),
+                stride(m * n),
+                as_i32(batch),
                 compute,
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
-            .map_err(|e| format!("cublasGemmEx (m={m}, n={n}, k={k}, {dtype:?}): {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cublasGemmStridedBatchedEx (batch={batch}, m={m}, n={n}, k={k}, {dtype:?}): \
+                     {e}"
+                )
+            })?;
             driver::stream::synchronize(blas.stream)
-                .map_err(|e| format!("cuStreamSynchronize after cublasGemmEx: {e}"))
+                .map_err(|e| format!("cuStreamSynchronize after cublasGemmStridedBatchedEx: {e}"))
         }
     })
     .expect("`supports` created the handle");
