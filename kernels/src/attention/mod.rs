@@ -121,11 +121,9 @@ pub trait AttentionBackend: Backend + GemmBackend {
         let dtype = q.dtype();
         let mut out = Vec::new();
         for start in (0..s).step_by(block) {
-            let end = (start + block).min(s);
-            let q_i = Self::float_slice(q.clone(), &rows4(b, h, start..end, d));
-            let mask_i = Self::bool_slice(mask.clone(), &rows4(b, h, start..end, t));
-            let scores = scaled_scores::<Self>(Self::gemm(q_i, k.clone(), false, true), scale);
-            let p = cast_to::<Self>(masked_softmax::<Self>(scores, mask_i), dtype);
+            let rows = start..(start + block).min(s);
+            let (_, p) = block_weights::<Self>(&q, &k, &mask, rows, [b, h, d, t], scale);
+            let p = cast_to::<Self>(p, dtype);
             out.push(Self::gemm(p, v.clone(), false, false));
         }
         if out.len() == 1 {
@@ -137,7 +135,6 @@ pub trait AttentionBackend: Backend + GemmBackend {
     /// `(dq, dk, dv)` of [`attention_recompute`](Self::attention_recompute) for the upstream
     /// gradient `dout`, recomputing the weights `block` query rows at a time.
     #[fusion(default)]
-    #[allow(clippy::too_many_arguments)]
     fn attention_recompute_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -155,14 +152,10 @@ pub trait AttentionBackend: Backend + GemmBackend {
         let (mut dk, mut dv) = (None::<FloatTensor<Self>>, None::<FloatTensor<Self>>);
         let mut dq = Vec::new();
         for start in (0..s).step_by(block.max(1)) {
-            let end = (start + block.max(1)).min(s);
-            let q_i = Self::float_slice(q.clone(), &rows4(b, h, start..end, d));
-            let dout_i = Self::float_slice(dout.clone(), &rows4(b, h, start..end, d));
-            let mask_i = Self::bool_slice(mask.clone(), &rows4(b, h, start..end, t));
+            let rows = start..(start + block.max(1)).min(s);
+            let dout_i = Self::float_slice(dout.clone(), &rows4(b, h, rows.clone(), d));
             // Transposes as flags: no transposed copy of k, v, p or dS is made.
-            let scores =
-                scaled_scores::<Self>(Self::gemm(q_i.clone(), k.clone(), false, true), scale);
-            let p = masked_softmax::<Self>(scores, mask_i);
+            let (q_i, p) = block_weights::<Self>(&q, &k, &mask, rows, [b, h, d, t], scale);
             let dv_i = f32(Self::gemm(
                 cast_to::<Self>(p.clone(), dtype),
                 dout_i.clone(),
@@ -196,6 +189,23 @@ impl AttentionBackend for burn::backend::Flex {}
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl AttentionBackend for burn_cubecl::CubeBackend {}
+
+/// Query rows `rows` of `q` (`[b, h, rows, d]`) and their attention weights
+/// `softmax(q_rows·kᵀ · scale, masked)` in `f32` (`[b, h, rows, t]`), the step the forward and
+/// the backward share.
+fn block_weights<B: AttentionBackend>(
+    q: &FloatTensor<B>,
+    k: &FloatTensor<B>,
+    mask: &BoolTensor<B>,
+    rows: std::ops::Range<usize>,
+    [b, h, d, t]: [usize; 4],
+    scale: Scalar,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let q_i = B::float_slice(q.clone(), &rows4(b, h, rows.clone(), d));
+    let mask_i = B::bool_slice(mask.clone(), &rows4(b, h, rows, t));
+    let scores = scaled_scores::<B>(B::gemm(q_i.clone(), k.clone(), false, true), scale);
+    (q_i, masked_softmax::<B>(scores, mask_i))
+}
 
 /// The slice `[0..b, 0..h, rows, 0..cols]` of a `[b, h, .., cols]` tensor.
 fn rows4(b: usize, h: usize, rows: std::ops::Range<usize>, cols: usize) -> [Slice; 4] {
