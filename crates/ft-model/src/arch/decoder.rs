@@ -392,16 +392,9 @@ impl CausalLm {
         let [b, s, hidden] = h.dims();
         // 2-D rows, as in the attention projections (no weight copy).
         let h = self.model.norm.forward(h).reshape([b * s, hidden]);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => burn::tensor::module::linear(
-                h,
-                self.model.embed_tokens.weight.val().transpose(),
-                None,
-            ),
-        };
+        let logits = crate::heads::lm_logits(self, h);
         let vocab = logits.dims()[1];
-        to_dtype(logits, DType::F32).reshape([b, s, vocab])
+        logits.reshape([b, s, vocab])
     }
 
     /// The dtype the model computes in: that of its embedding table (f32 as
