@@ -17,7 +17,9 @@
 # FT_STEPS (default 8) and FT_TIMEOUT (default 200 s) bound the ft run;
 # FT_AUTOTUNE sets cubecl's autotune level for it (default balanced), FT_DTYPE its
 # model.dtype (default auto = bf16 on CUDA); FT_ATTENTION_BLOCK_MIB (default 64) sizes
-# attention's row blocks (each block: ~4 f32 tensors of that size; fewer blocks, fewer syncs).
+# attention's row blocks (each block: ~4 f32 tensors of that size; fewer blocks, fewer launches);
+# FT_CUBLAS_ORDER=sync puts cuBLAS back on its own stream with two host syncs per product
+# (default `stream`: on cubecl's stream, no host sync).
 set -u
 G=.gpu
 W=/tmp/ft-gpu
@@ -56,16 +58,18 @@ if want kernels; then
   peak_during kernels timeout 240 "$W/bin/kernels_test" cuda --include-ignored --test-threads=1 2>&1 | grep -E "^test |SKIPPED|panicked|test result|error" | head -40
 fi
 if want gemm; then
-  echo "== cuBLAS gemm vs burn's autodiff on the CPU"
-  timeout 60 "$W/bin/kernels_test" gemm --test-threads=1 2>&1 | grep -E "^test |SKIPPED|panicked|warning|test result|error" | head
+  for order in stream sync; do
+    echo "== cuBLAS gemm vs burn's autodiff on the CPU, FT_CUBLAS_ORDER=$order"
+    FT_CUBLAS_ORDER=$order timeout 60 "$W/bin/kernels_test" gemm --test-threads=1 2>&1 | grep -E "^test |SKIPPED|panicked|warning|test result|error" | head
+  done
 fi
 if want gemmbench; then
   echo "== GEMMs at training shapes: cuBLAS (f32, TF32) vs burn's matmul, checked against f64"
-  timeout 90 "$W/bin/gemm_bench" cuda 2>&1 | tail -12
+  timeout 90 "$W/bin/gemm_bench" cuda 2>&1 | tail -20
 fi
 if want dequant; then
   echo "== NF4 dequant bandwidth (bitsandbytes' shape: 8192 x 32768, double-quant)"
-  timeout 60 "$W/bin/nf4_dequant_bench" cuda 2>&1 | tail -6
+  timeout 90 "$W/bin/nf4_dequant_bench" cuda 2>&1 | tail -20
 fi
 if want ft; then
   echo "== ft QLoRA, Llama-3.2-1B shape, 4 x 2048, ${FT_STEPS:-8} steps, dtype ${FT_DTYPE:-auto}, autotune ${FT_AUTOTUNE:-balanced}"

@@ -1,13 +1,23 @@
 //! cuBLAS on cubecl's CUDA buffers: `cublasGemmStridedBatchedEx` through `cudarc` (libcublas
-//! loaded at run time), one handle and one non-blocking stream per host thread.
+//! loaded at run time), one handle per host thread.
 //!
-//! Ordering with cubecl's own streams: before the product, a `sync` of the compute client waits
-//! for every queued cubecl kernel (the operands are written, the output allocated); after it,
-//! the handle's stream is synchronized before the output is handed back to cubecl. The buffers
-//! are held through `get_resource` for the whole call, so cubecl's pool cannot hand them out
-//! meanwhile. Two host round trips per product: small next to the products this path is for.
+//! Ordering with cubecl's own kernels, two ways ([`Order`], env `FT_CUBLAS_ORDER`):
+//!
+//! - `stream` (the default): the product is enqueued on cubecl's own CUDA stream, the one its
+//!   `get_resource` names (ft's patch of cubecl-cuda 0.11.3, `third_party/cubecl-cuda`).
+//!   `get_resource` on the calling thread's cubecl stream makes that stream wait, with CUDA
+//!   events, for whichever streams wrote the operands; the output is a fresh buffer of that
+//!   stream. So the product runs after the kernels that wrote its operands and before every
+//!   later kernel of the stream (those that read the output, and those that reuse any of the
+//!   three buffers once cubecl frees them), and the host never waits.
+//! - `sync`: the handle has its own non-blocking stream; before the product a `sync` of the
+//!   compute client waits for every queued cubecl kernel, after it the handle's stream is
+//!   synchronized before the output is handed back. Two host round trips per product.
+//!
+//! Either way the buffers are held through `get_resource` while the product is enqueued, so
+//! cubecl's pool cannot hand them out to another stream meanwhile.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 
 use burn::backend::TensorMetadata;
@@ -19,14 +29,54 @@ use cudarc::driver::{result as driver, sys as driver_sys};
 
 type CudaServer = <CudaRuntime as cubecl_runtime::runtime::Runtime>::Server;
 
-/// A cuBLAS handle bound to its own stream in the device's primary context (the context cubecl
-/// uses, so device pointers are shared).
+/// How cuBLAS products are ordered with cubecl's kernels (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// On cubecl's stream, no host synchronization.
+    Stream,
+    /// On the handle's own stream, the host synchronizing before and after.
+    Sync,
+}
+
+/// `FT_CUBLAS_ORDER`: `stream` (default) or `sync`; anything else is refused loudly.
+fn order() -> Order {
+    static ORDER: std::sync::OnceLock<Order> = std::sync::OnceLock::new();
+    *ORDER.get_or_init(|| match std::env::var("FT_CUBLAS_ORDER").as_deref() {
+        Err(_) | Ok("" | "stream") => Order::Stream,
+        Ok("sync") => Order::Sync,
+        Ok(other) => panic!("FT_CUBLAS_ORDER={other}: expected `stream` (default) or `sync`"),
+    })
+}
+
+/// A cuBLAS handle in the device's primary context (the context cubecl uses, so device pointers
+/// are shared), with a stream of its own for [`Order::Sync`].
 struct Blas {
     device: usize,
     cu_device: driver_sys::CUdevice,
     ctx: driver_sys::CUcontext,
     handle: cublas_sys::cublasHandle_t,
+    /// The handle's own stream.
     stream: driver_sys::CUstream,
+    /// The stream the handle is bound to now: `stream`, or a cubecl stream.
+    bound: Cell<driver_sys::CUstream>,
+}
+
+impl Blas {
+    /// Binds the handle to `stream` unless it already is (`cublasSetStream` also resets the
+    /// handle's workspace, so it is not called per product).
+    ///
+    /// # Safety
+    ///
+    /// `stream` is a live stream of this handle's context.
+    unsafe fn bind(&self, stream: driver_sys::CUstream) -> Result<(), String> {
+        if self.bound.get() != stream {
+            // SAFETY: the caller's contract; `handle` is live.
+            unsafe { cublas::set_stream(self.handle, stream as cublas_sys::cudaStream_t) }
+                .map_err(|e| format!("cublasSetStream: {e}"))?;
+            self.bound.set(stream);
+        }
+        Ok(())
+    }
 }
 
 impl Blas {
@@ -57,6 +107,7 @@ impl Blas {
                 ctx,
                 handle,
                 stream,
+                bound: Cell::new(stream),
             })
         }
     }
@@ -65,8 +116,8 @@ impl Blas {
 impl Drop for Blas {
     fn drop(&mut self) {
         // SAFETY: `handle` and `stream` were created by `Blas::new` in `ctx` and are used by
-        // nothing else; every product synchronized its stream before returning. Errors at
-        // teardown have nowhere to go and are ignored. Releasing the primary context drops
+        // nothing else; `cublasDestroy` waits for the handle's pending work on whichever stream
+        // it was last bound to. Errors at teardown have nowhere to go and are ignored. Releasing the primary context drops
         // only the reference `new` took; cubecl holds its own.
         unsafe {
             let _ = driver::ctx::set_current(self.ctx);
@@ -180,7 +231,10 @@ pub(super) fn gemm(
     };
     let client = lhs.client.clone();
     let out = client.empty(batch * m * n * dtype.size());
-    cubecl::future::block_on(client.sync()).expect("cuBLAS gemm: waiting for cubecl's kernels");
+    let order = order();
+    if order == Order::Sync {
+        cubecl::future::block_on(client.sync()).expect("cuBLAS gemm: waiting for cubecl's kernels");
+    }
     let resource = |handle: &cubecl::server::Handle, what: &str| {
         client
             .get_resource::<CudaServer>(handle.clone())
@@ -203,14 +257,30 @@ pub(super) fn gemm(
     let ldb = if trans_lhs { m } else { k };
     let (alpha, beta) = (1.0f32, 0.0f32);
     let as_i32 = |v: usize| i32::try_from(v).expect("checked by `supports`");
+    // The output's stream: the calling thread's cubecl stream, which `get_resource` aligned
+    // with the operands' streams. A null stream (an unpatched cubecl-cuda) would be the legacy
+    // default stream, which does not wait for cubecl's non-blocking streams.
+    let cubecl_stream = rc.resource().stream;
+    assert!(
+        order == Order::Sync || !cubecl_stream.is_null(),
+        "cuBLAS gemm: cubecl-cuda did not name the output buffer's stream (is \
+         third_party/cubecl-cuda patched in? FT_CUBLAS_ORDER=sync works without it)"
+    );
     let status = with_blas(index, |blas| {
         // SAFETY: the three pointers are live device allocations of cubecl's pool in this
-        // device's primary context, held by `ra`/`rb`/`rc` until the stream is synchronized;
-        // their sizes are those of contiguous `[batch, .., ..]` tensors of `dtype`, which the
-        // dimensions, leading dimensions and batch strides describe exactly; `alpha`/`beta` are
-        // host `f32` as `CUBLAS_COMPUTE_32F*` requires.
+        // device's primary context, held by `ra`/`rb`/`rc` while the product is enqueued and,
+        // once released, reused only by work ordered after it on the same stream (`stream`
+        // order) or after the stream synchronization below (`sync` order); their sizes are those
+        // of contiguous `[batch, .., ..]` tensors of `dtype`, which the dimensions, leading
+        // dimensions and batch strides describe exactly; `alpha`/`beta` are host `f32` as
+        // `CUBLAS_COMPUTE_32F*` requires (read when the call is enqueued). The stream bound is
+        // the handle's own or cubecl's live stream of the same context.
         unsafe {
             driver::ctx::set_current(blas.ctx).map_err(|e| format!("cuCtxSetCurrent: {e}"))?;
+            blas.bind(match order {
+                Order::Stream => cubecl_stream,
+                Order::Sync => blas.stream,
+            })?;
             // One call for plain and batched products: a batch of one is `cublasGemmEx`'s
             // product (the strides are then never applied).
             let stride = |v: usize| i64::try_from(v).expect("a buffer's element count fits i64");
@@ -245,8 +315,12 @@ pub(super) fn gemm(
                      {e}"
                 )
             })?;
-            driver::stream::synchronize(blas.stream)
-                .map_err(|e| format!("cuStreamSynchronize after cublasGemmStridedBatchedEx: {e}"))
+            match order {
+                Order::Stream => Ok(()),
+                Order::Sync => driver::stream::synchronize(blas.stream).map_err(|e| {
+                    format!("cuStreamSynchronize after cublasGemmStridedBatchedEx: {e}")
+                }),
+            }
         }
     })
     .expect("`supports` created the handle");

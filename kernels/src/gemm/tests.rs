@@ -195,6 +195,71 @@ fn mismatched_inner_dimensions_panic_with_both_shapes() {
     let _ = matmul(a, b, false, false);
 }
 
+/// A chain of dependent products, each operand written by an elementwise kernel just before
+/// and each output read by one just after, intermediates dropped as it goes (so their memory is
+/// reused): `matmul` against burn's own matmul on the CPU. On CUDA this is the ordering check
+/// for cuBLAS enqueued on cubecl's stream without host synchronization: a product that ran
+/// before its operand was written, or after its output's memory was handed out again, changes
+/// the numbers.
+fn check_chain(device: &Device, tol: f32) {
+    let cpu = Device::flex();
+    let (rows, dim, heads) = (192, 128, 4);
+    let w_host = values(dim * dim, 21, 1.0 / (dim as f32).sqrt());
+    let x_host = values(rows * dim, 22, 1.0);
+    let run = |device: &Device, ours: bool| {
+        let w = Tensor::<2>::from_data(TensorData::new(w_host.clone(), [dim, dim]), device);
+        let mut x = Tensor::<2>::from_data(TensorData::new(x_host.clone(), [rows, dim]), device);
+        for step in 0..24 {
+            // An operand written just before the product, read transposed on odd steps.
+            let a = x.clone().tanh() * 0.9 + 0.05;
+            let y = if ours {
+                matmul(a, w.clone(), false, step % 2 == 1)
+            } else if step % 2 == 1 {
+                a.matmul(w.clone().transpose())
+            } else {
+                a.matmul(w.clone())
+            };
+            // A batched product of the output with itself: [heads, rows, dim/heads] blocks.
+            let blocks = y
+                .clone()
+                .reshape([rows, heads, dim / heads])
+                .swap_dims(0, 1);
+            let scores = if ours {
+                matmul(blocks.clone(), blocks.clone(), false, true)
+            } else {
+                blocks.clone().matmul(blocks.clone().transpose())
+            };
+            let mixed = if ours {
+                matmul(scores / rows as f32, blocks, false, false)
+            } else {
+                (scores / rows as f32).matmul(blocks)
+            };
+            let mixed = mixed.swap_dims(0, 1).reshape([rows, dim]);
+            x = (x + y * 0.5 + mixed) * 0.7;
+        }
+        host(x)
+    };
+    let got = run(device, true);
+    let expect = run(&cpu, false);
+    assert_close("24-step product chain", &got, &expect, tol);
+}
+
+#[test]
+fn flex_chain_matches_burn() {
+    check_chain(&Device::flex(), 1e-5);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_chain_matches_burn() {
+    use crate::runtime::Backend;
+    if let Some(d) =
+        crate::test_util::device_or_skip(Backend::Wgpu, "gemm::wgpu_chain_matches_burn")
+    {
+        check_chain(&d, 1e-4);
+    }
+}
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_matches_burn_autodiff() {
@@ -216,6 +281,7 @@ fn cuda_cublas_matches_burn_autodiff() {
     {
         super::set_tf32(false);
         check(&d, 1e-5);
+        check_chain(&d, 1e-4);
         super::set_tf32(true);
         check(&d, 5e-3);
         super::set_tf32(false);
