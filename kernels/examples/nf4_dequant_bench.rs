@@ -6,17 +6,19 @@
 //! cargo run --release -p ft-kernels --features cuda --example nf4_dequant_bench -- cuda
 //! ```
 //!
-//! Prints one line per output dtype: milliseconds per dequantization and GB/s counted as
-//! bitsandbytes' baseline counts them (packed codes read + output written, absmax ignored). The
-//! first result of each dtype is checked bit for bit against the plain-Rust reference before
-//! anything is timed.
+//! Prints one line per output dtype and kernel layout (`scalar`: one code word and 32-bit
+//! stores per unit; `wideN`: N words per unit read as one vector, 16-byte stores):
+//! milliseconds per dequantization (double-quantized absmax recovered each time, as
+//! bitsandbytes does) and GB/s counted as bitsandbytes' baseline counts them (packed codes read
+//! plus output written, absmax ignored). Each layout's first result is checked bit for bit against
+//! the plain-Rust reference before it is timed.
 
 use std::time::Instant;
 
 use cubecl::client::Client;
 use ft_kernels::KernelError;
 use ft_kernels::nf4::Nf4Tensor;
-use ft_kernels::nf4::dequant::{DeviceNf4, dequantize_bf16, dequantize_f32, read_bf16, read_f32};
+use ft_kernels::nf4::dequant::{DeviceNf4, Layout, dequantize_with, read_bf16, read_f32};
 use ft_kernels::runtime::{Backend, client};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,49 +57,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let device = DeviceNf4::upload(&client, &tensor)?;
 
-    let expect_f32 = tensor.dequantize();
-    let got = read_f32(&client, dequantize_f32(&client, &device), numel)?;
-    same_len("f32", got.len(), expect_f32.len())?;
-    check(
-        "f32",
-        got.iter().map(|v| v.to_bits()),
-        expect_f32.iter().map(|v| v.to_bits()),
-    )?;
-    drop((got, expect_f32));
-    let expect_bf16 = tensor.dequantize_bf16();
-    let got = read_bf16(&client, dequantize_bf16(&client, &device), numel)?;
-    same_len("bf16", got.len(), expect_bf16.len())?;
-    check(
-        "bf16",
-        got.iter().map(|v| v.to_bits()),
-        expect_bf16.iter().map(|v| v.to_bits()),
-    )?;
-    drop((got, expect_bf16));
-
+    // Every layout: bit-checked against the reference once, then timed.
+    let layouts = [
+        ("scalar", Layout::Scalar),
+        ("wide1", Layout::Wide { words_per_unit: 1 }),
+        ("wide2", Layout::Wide { words_per_unit: 2 }),
+        ("wide4", Layout::Wide { words_per_unit: 4 }),
+    ];
+    let allowed = |layout: Layout| match layout {
+        Layout::Scalar => true,
+        Layout::Wide { words_per_unit } => numel.is_multiple_of(8 * words_per_unit),
+    };
     for (name, out_bytes, bf16) in [("bf16", 2usize, true), ("f32", 4, false)] {
-        let run = |client: &Client| {
-            if bf16 {
-                dequantize_bf16(client, &device)
-            } else {
-                dequantize_f32(client, &device)
-            }
+        let expect: Vec<u32> = if bf16 {
+            tensor
+                .dequantize_bf16()
+                .iter()
+                .map(|v| u32::from(v.to_bits()))
+                .collect()
+        } else {
+            tensor.dequantize().iter().map(|v| v.to_bits()).collect()
         };
-        for _ in 0..3 {
-            drop(run(&client));
+        for (layout_name, layout) in layouts.into_iter().filter(|(_, l)| allowed(*l)) {
+            let what = format!("{name} {layout_name}");
+            let out = dequantize_with(&client, &device, bf16, layout);
+            let got: Vec<u32> = if bf16 {
+                read_bf16(&client, out, numel)?
+                    .iter()
+                    .map(|v| u32::from(v.to_bits()))
+                    .collect()
+            } else {
+                read_f32(&client, out, numel)?
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            same_len(&what, got.len(), expect.len())?;
+            check(&what, got.into_iter(), expect.iter().copied())?;
+            for _ in 0..3 {
+                drop(dequantize_with(&client, &device, bf16, layout));
+            }
+            sync(&client)?;
+            let t = Instant::now();
+            for _ in 0..reps {
+                drop(dequantize_with(&client, &device, bf16, layout));
+            }
+            sync(&client)?;
+            let secs = t.elapsed().as_secs_f64() / reps as f64;
+            let bytes = numel as f64 * (0.5 + out_bytes as f64);
+            println!(
+                "nf4_dequant {what}: {:.3} ms, {:.1} GB/s (packed read + {name} written)",
+                secs * 1e3,
+                bytes / secs / 1e9
+            );
         }
-        sync(&client)?;
-        let t = Instant::now();
-        for _ in 0..reps {
-            drop(run(&client));
-        }
-        sync(&client)?;
-        let secs = t.elapsed().as_secs_f64() / reps as f64;
-        let bytes = numel as f64 * (0.5 + out_bytes as f64);
-        println!(
-            "nf4_dequant {name}: {:.3} ms, {:.1} GB/s (packed read + {name} written)",
-            secs * 1e3,
-            bytes / secs / 1e9
-        );
     }
     Ok(())
 }

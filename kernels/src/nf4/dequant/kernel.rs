@@ -3,9 +3,11 @@
 //!
 //! Codes arrive as `u32` words: the packed byte buffer read four bytes at a time,
 //! little-endian, so word `w` holds bytes `4w..4w + 4` with byte `4w + p` in bits `8p..8p + 8`.
-//! One unit dequantizes one word, eight values. WGSL has no 8-bit integers, and a word per unit
-//! also keeps every load and store 32 bits wide. Block sizes are multiples of eight, so the
-//! eight values of a word always share one absmax.
+//! WGSL has no 8-bit integers. The scalar kernels ([`dequantize_f32`], [`dequantize_bf16`]) give
+//! each unit one word, eight values, with 32-bit loads and stores, for any length; the wide ones
+//! ([`dequantize_f32_wide`], [`dequantize_bf16_wide`]) give it `N` words read as one vector and
+//! write 16-byte vectors, for lengths that are whole vectors of words. Block sizes are multiples
+//! of eight, so the eight values of a word always share one absmax.
 //!
 //! Every output value is one `f32` multiply, `table[code] * absmax`, which is exactly what
 //! bitsandbytes computes; there is no add for a compiler to fuse it with. Recovering a
@@ -83,6 +85,97 @@ pub fn dequantize_bf16(
                 let first = bf16_bits(table[(byte >> 4u32) as usize] * scale);
                 let second = bf16_bits(table[(byte & 0xFu32) as usize] * scale);
                 out[out_index] = first | (second << 16u32);
+            }
+        }
+    }
+}
+
+/// Output words per vectorized store: 4 × 32 bits, 16 bytes.
+pub const STORE_WORDS: usize = 4;
+
+/// Copies the 16 NF4 values into this cube's shared memory; every unit of the cube calls it
+/// (it synchronizes the cube) before any unit returns.
+#[cube]
+fn shared_table(table: &[f32]) -> Shared<[f32]> {
+    let mut shared = Shared::<[f32]>::new_slice(16usize);
+    if (UNIT_POS as usize) < 16usize {
+        shared[UNIT_POS as usize] = table[UNIT_POS as usize];
+    }
+    sync_cube();
+    shared
+}
+
+/// [`dequantize_bf16`] with wide memory access: unit `u` reads `N` code words as one vector
+/// (words `N·u .. N·u + N`) and writes each word's eight `bf16` values as one 16-byte vector
+/// of four `u32` (output vector `w` = values `8w .. 8w + 8`, low half first), so consecutive
+/// units touch consecutive memory. The table is read from shared memory.
+///
+/// Needs whole words (`numel` a multiple of eight: no padding half, no padding word) and a word
+/// count that `N` divides; `codes.len()` is the count of `N`-word vectors, `out.len()` the word
+/// count.
+#[cube(launch_unchecked)]
+pub fn dequantize_bf16_wide<N: Size>(
+    codes: &[Vector<u32, N>],
+    absmax: &[f32],
+    table: &[f32],
+    out: &mut [Vector<u32, Const<4>>],
+    #[comptime] blocksize: usize,
+) {
+    let table = shared_table(table);
+    let unit = ABSOLUTE_POS;
+    if unit < codes.len() {
+        let words = codes[unit];
+        let lanes = words.vector_size();
+        #[unroll]
+        for w in 0..lanes {
+            let word = words.extract(w);
+            let word_index = unit * lanes + w;
+            let scale = absmax[(word_index * CODES_PER_WORD) / blocksize];
+            let mut packed = Vector::<u32, Const<4>>::empty();
+            #[unroll]
+            for pair in 0..CODES_PER_WORD / 2 {
+                let byte = (word >> ((8 * pair) as u32)) & 0xFFu32;
+                let first = bf16_bits(table[(byte >> 4u32) as usize] * scale);
+                let second = bf16_bits(table[(byte & 0xFu32) as usize] * scale);
+                packed.insert(pair, first | (second << 16u32));
+            }
+            out[word_index] = packed;
+        }
+    }
+}
+
+/// [`dequantize_f32`] with wide memory access, as [`dequantize_bf16_wide`]: `N` code words per
+/// unit, each word's eight `f32` values written as two 16-byte vectors (output vectors `2w`,
+/// `2w + 1`). Same requirements; `out.len()` is twice the word count.
+#[cube(launch_unchecked)]
+pub fn dequantize_f32_wide<N: Size>(
+    codes: &[Vector<u32, N>],
+    absmax: &[f32],
+    table: &[f32],
+    out: &mut [Vector<f32, Const<4>>],
+    #[comptime] blocksize: usize,
+) {
+    let table = shared_table(table);
+    let unit = ABSOLUTE_POS;
+    if unit < codes.len() {
+        let words = codes[unit];
+        let lanes = words.vector_size();
+        #[unroll]
+        for w in 0..lanes {
+            let word = words.extract(w);
+            let word_index = unit * lanes + w;
+            let scale = absmax[(word_index * CODES_PER_WORD) / blocksize];
+            #[unroll]
+            for half in 0..2usize {
+                let mut values = Vector::<f32, Const<4>>::empty();
+                #[unroll]
+                for j in 0..4usize {
+                    // Value `4·half + j` of the word: byte `2·half + j / 2`, high nibble first.
+                    let shift = (8 * (2 * half + j / 2) + 4 - 4 * (j % 2)) as u32;
+                    let code = (word >> shift) & 0xFu32;
+                    values.insert(j, table[code as usize] * scale);
+                }
+                out[2 * word_index + half] = values;
             }
         }
     }

@@ -12,12 +12,39 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 use half::bf16;
 
-use super::kernel::{self, CODES_PER_WORD};
+use super::kernel::{self, CODES_PER_WORD, STORE_WORDS};
 use crate::KernelError;
 use crate::nf4::reference::{Absmax, DOUBLE_QUANT_BLOCKSIZE, DYNAMIC_MAP, NF4_TABLE, Nf4Tensor};
 
-/// Units per cube: one word (eight values) each, so 2048 values per cube.
+/// Units per cube: one word (eight values) each in the scalar kernels, so 2048 values per
+/// cube; `N` words each in the wide ones.
 const UNITS_PER_CUBE: u32 = 256;
+
+/// How the dequantization kernels walk memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One code word per unit, every load and store 32 bits wide (any length).
+    Scalar,
+    /// `words_per_unit` (1, 2 or 4) code words per unit read as one vector, and 16-byte
+    /// stores; needs a length that is a multiple of `8 · words_per_unit`.
+    Wide {
+        /// Code words read per unit.
+        words_per_unit: usize,
+    },
+}
+
+impl Layout {
+    /// The widest layout `numel` allows: [`Layout::Wide`] with 4, 2 or 1 words per unit, or
+    /// [`Layout::Scalar`] when `numel` is not a multiple of eight.
+    pub fn for_numel(numel: usize) -> Self {
+        [4, 2, 1]
+            .into_iter()
+            .find(|w| numel.is_multiple_of(CODES_PER_WORD * w))
+            .map_or(Layout::Scalar, |words_per_unit| Layout::Wide {
+                words_per_unit,
+            })
+    }
+}
 
 /// The kernels index values with 32 bits.
 const MAX_NUMEL: usize = u32::MAX as usize;
@@ -168,14 +195,73 @@ pub fn dequantize_bf16(client: &Client, tensor: &DeviceNf4) -> Handle {
 /// [`dequantize_handles`] on an uploaded tensor's buffers (its absmax recovered first when
 /// double-quantized).
 fn dequantize_device(client: &Client, tensor: &DeviceNf4, bf16_out: bool) -> Handle {
-    dequantize_handles(
+    dequantize_with(client, tensor, bf16_out, Layout::for_numel(tensor.numel))
+}
+
+/// [`dequantize_f32`] (or with `bf16_out` [`dequantize_bf16`]) in a chosen [`Layout`], for
+/// benchmarks and tests that compare the layouts.
+pub fn dequantize_with(
+    client: &Client,
+    tensor: &DeviceNf4,
+    bf16_out: bool,
+    layout: Layout,
+) -> Handle {
+    dequantize_handles_with(
         client,
         tensor.codes.clone(),
         tensor.absmax_f32(client),
         tensor.numel,
         tensor.blocksize,
         bf16_out,
+        layout,
     )
+}
+
+/// [`dequantize_handles_with`] in the widest [`Layout`] `numel` allows.
+pub fn dequantize_handles(
+    client: &Client,
+    codes: Handle,
+    absmax: Handle,
+    numel: usize,
+    blocksize: usize,
+    bf16_out: bool,
+) -> Handle {
+    dequantize_handles_with(
+        client,
+        codes,
+        absmax,
+        numel,
+        blocksize,
+        bf16_out,
+        Layout::for_numel(numel),
+    )
+}
+
+thread_local! {
+    /// The NF4 table on each device this thread has dequantized on, uploaded once: a buffer of
+    /// this thread's stream, so reading it never waits on another stream.
+    /// Keyed by the client's service: its device and server type.
+    static TABLES: std::cell::RefCell<Vec<(ServiceKey, Handle)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What a client's handles are stamped with (`ServiceId`'s fields; cubecl does not re-export
+/// the type itself).
+type ServiceKey = (cubecl::device::DeviceId, std::any::TypeId);
+
+/// [`NF4_TABLE`] on `client`'s device, uploaded on this thread's first call for that device.
+fn nf4_table(client: &Client) -> Handle {
+    let id = client.service_id();
+    let service: ServiceKey = (id.device, id.service);
+    TABLES.with(|tables| {
+        let mut tables = tables.borrow_mut();
+        if let Some((_, handle)) = tables.iter().find(|(s, _)| *s == service) {
+            return handle.clone();
+        }
+        let handle = client.create_from_slice(f32::as_bytes(&NF4_TABLE));
+        tables.push((service, handle.clone()));
+        handle
+    })
 }
 
 /// Dequantizes `numel` values whose packed codes (`u32` words, [`CODES_PER_WORD`] values each)
@@ -188,13 +274,17 @@ fn dequantize_device(client: &Client, tensor: &DeviceNf4, bf16_out: bool) -> Han
 /// When a buffer is smaller than `numel` and `blocksize` call for, or `numel` does not fit the
 /// kernel's 32-bit indexing: the launches are unchecked, so a wrong length is refused here
 /// instead of becoming an out-of-bounds access on the device.
-pub fn dequantize_handles(
+///
+/// `layout` picks the kernels; [`Layout::Wide`] with a length its width does not divide panics
+/// (use [`Layout::for_numel`]). Every layout computes the same bits.
+pub fn dequantize_handles_with(
     client: &Client,
     codes: Handle,
     absmax: Handle,
     numel: usize,
     blocksize: usize,
     bf16_out: bool,
+    layout: Layout,
 ) -> Handle {
     let words = numel.div_ceil(CODES_PER_WORD);
     let blocks = numel.div_ceil(blocksize);
@@ -217,8 +307,57 @@ pub fn dequantize_handles(
         "NF4 dequantize: the absmax buffer holds {absmax_bytes} bytes, {numel} values in blocks \
          of {blocksize} need {blocks} f32"
     );
-    let table = client.create_from_slice(f32::as_bytes(&NF4_TABLE));
+    let table = nf4_table(client);
     let cube_dim = CubeDim::new_1d(UNITS_PER_CUBE);
+    if let Layout::Wide { words_per_unit } = layout {
+        assert!(
+            matches!(words_per_unit, 1 | 2 | 4)
+                && numel.is_multiple_of(CODES_PER_WORD * words_per_unit),
+            "NF4 dequantize: {numel} values cannot be read {words_per_unit} words per unit \
+             (1, 2 or 4 words of eight values, dividing the length)"
+        );
+        let units = words / words_per_unit;
+        let cube_count = calculate_cube_count_elemwise(client, units, cube_dim);
+        // Output vectors of 16 bytes: one per word in bf16, two in f32.
+        let out_vectors = if bf16_out { words } else { 2 * words };
+        let out = client.empty(out_vectors * STORE_WORDS * size_of::<u32>());
+        // SAFETY: `numel` is a multiple of `8 · words_per_unit` (asserted), so `codes` (>=
+        // `words` words, asserted) holds `units` vectors of `words_per_unit` words, every word
+        // is whole, and `out` holds exactly `numel` values (`words` bf16 vectors of eight, or
+        // `2 · words` f32 vectors of four); `absmax` has >= `blocks` f32 and a word's values
+        // share the block `8 · word / blocksize < blocks` (block sizes are multiples of eight,
+        // asserted); `table` has the 16 f32 every nibble indexes, copied to shared memory by
+        // the first 16 of the cube's 256 units. The kernels guard `unit < codes.len()` and
+        // write output vectors `word` (bf16) or `2 · word + {0, 1}` (f32) of their own words.
+        unsafe {
+            if bf16_out {
+                kernel::dequantize_bf16_wide::launch_unchecked(
+                    client,
+                    cube_count,
+                    cube_dim,
+                    words_per_unit,
+                    BufferArg::from_raw_parts(codes, units),
+                    BufferArg::from_raw_parts(absmax, blocks),
+                    BufferArg::from_raw_parts(table, NF4_TABLE.len()),
+                    BufferArg::from_raw_parts(out.clone(), out_vectors),
+                    blocksize,
+                );
+            } else {
+                kernel::dequantize_f32_wide::launch_unchecked(
+                    client,
+                    cube_count,
+                    cube_dim,
+                    words_per_unit,
+                    BufferArg::from_raw_parts(codes, units),
+                    BufferArg::from_raw_parts(absmax, blocks),
+                    BufferArg::from_raw_parts(table, NF4_TABLE.len()),
+                    BufferArg::from_raw_parts(out.clone(), out_vectors),
+                    blocksize,
+                );
+            }
+        }
+        return out;
+    }
     let cube_count = calculate_cube_count_elemwise(client, words, cube_dim);
     if bf16_out {
         let out_words = numel.div_ceil(2);

@@ -28,6 +28,7 @@ mod tests;
 pub use kernel::CODES_PER_WORD;
 pub(crate) use launch::padded_to_words;
 pub use launch::{
-    DeviceNf4, dequantize_bf16, dequantize_bf16_on_device, dequantize_f32, dequantize_handles,
-    dequantize_on_device, read_bf16, read_f32,
+    DeviceNf4, Layout, dequantize_bf16, dequantize_bf16_on_device, dequantize_f32,
+    dequantize_handles, dequantize_handles_with, dequantize_on_device, dequantize_with, read_bf16,
+    read_f32,
 };

@@ -18,7 +18,10 @@ use cubecl::prelude::*;
 use half::bf16;
 
 use super::kernel::bf16_bits;
-use super::{dequantize_bf16_on_device, dequantize_on_device};
+use super::{
+    CODES_PER_WORD, DeviceNf4, Layout, dequantize_bf16_on_device, dequantize_on_device,
+    dequantize_with, read_bf16, read_f32,
+};
 use crate::KernelError;
 use crate::nf4::fixtures;
 use crate::nf4::reference::{Absmax, BLOCKSIZE, Nf4Tensor, SUPPORTED_BLOCKSIZES};
@@ -79,21 +82,51 @@ fn pseudo_random(len: usize, seed: u64, scale: f32, blocksize: usize) -> Vec<f32
         .collect()
 }
 
-/// Device `f32` and `bf16` dequantization equal the reference's, bit for bit.
+/// Every [`Layout`] a length of `numel` values allows: the scalar kernels always, the wide
+/// ones with each word count per unit that divides it.
+fn layouts(numel: usize) -> Vec<Layout> {
+    let mut all = vec![Layout::Scalar];
+    all.extend(
+        [1, 2, 4]
+            .into_iter()
+            .filter(|w| numel.is_multiple_of(CODES_PER_WORD * w))
+            .map(|words_per_unit| Layout::Wide { words_per_unit }),
+    );
+    all
+}
+
+/// Device `f32` and `bf16` dequantization, in every layout the length allows, equal the
+/// reference's bit for bit.
 fn check_against_reference(client: &Client, tensor: &Nf4Tensor, what: &str) {
-    let device = dequantize_on_device(client, tensor).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert_bits_eq(
-        &format!("{what} f32"),
-        &f32_bits(&device),
-        &f32_bits(&tensor.dequantize()),
-    );
-    let device =
-        dequantize_bf16_on_device(client, tensor).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert_bits_eq(
-        &format!("{what} bf16"),
-        &bf16_bits_of(&device),
-        &bf16_bits_of(&tensor.dequantize_bf16()),
-    );
+    let expect_f32 = f32_bits(&tensor.dequantize());
+    let expect_bf16 = bf16_bits_of(&tensor.dequantize_bf16());
+    let device = DeviceNf4::upload(client, tensor).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let numel = device.numel();
+    for layout in layouts(numel) {
+        let out = dequantize_with(client, &device, false, layout);
+        let got = read_f32(client, out, numel).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_bits_eq(
+            &format!("{what} f32 {layout:?}"),
+            &f32_bits(&got),
+            &expect_f32,
+        );
+        let out = dequantize_with(client, &device, true, layout);
+        let got = read_bf16(client, out, numel).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_bits_eq(
+            &format!("{what} bf16 {layout:?}"),
+            &bf16_bits_of(&got),
+            &expect_bf16,
+        );
+    }
+}
+
+#[test]
+fn widest_layout_for_each_length() {
+    assert_eq!(Layout::for_numel(7), Layout::Scalar);
+    assert_eq!(Layout::for_numel(9), Layout::Scalar);
+    assert_eq!(Layout::for_numel(24), Layout::Wide { words_per_unit: 1 });
+    assert_eq!(Layout::for_numel(48), Layout::Wide { words_per_unit: 2 });
+    assert_eq!(Layout::for_numel(4096), Layout::Wide { words_per_unit: 4 });
 }
 
 /// bitsandbytes' own codes and absmax (plain and double-quantized), dequantized on the device,
@@ -151,6 +184,8 @@ pub(super) fn reference_lengths_and_blocksizes(client: &Client) {
         7,
         8,
         9,
+        16,
+        24,
         31,
         33,
         63,
@@ -160,6 +195,7 @@ pub(super) fn reference_lengths_and_blocksizes(client: &Client) {
         2048,
         2049,
         4096 * 3 + 5,
+        40_000,
         40_001,
     ];
     for (seed, &len) in lengths.iter().enumerate() {
