@@ -12,6 +12,11 @@
 //!     log / eval / samples / checkpoint
 //! ```
 //!
+//! Gradients, their sum over micro-batches, the clipping and the AdamW
+//! state stay on the training device ([`DeviceAdamW`]); a step reads back
+//! the loss of each micro-batch and the gradient norm, and checkpoints read
+//! the optimizer state back to write it.
+//!
 //! The loss projects only the trained positions' hidden states to the
 //! vocabulary, `LOGIT_CHUNK` tokens at a time, so the full
 //! `[batch, seq, vocab]` logits never exist.
@@ -32,7 +37,7 @@ use ft_tokenize::PackedRow;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use crate::adamw::{AdamW, AdamWConfig, clip_grad_norm, global_norm};
+use crate::adamw::{AdamW, AdamWConfig, DeviceAdamW, clip_coefficient, device_global_norm};
 use crate::batches::{Plan, as_sequences, targets, trained_tokens};
 use crate::config::{ResumeFrom, TrainConfig};
 use crate::error::TrainError;
@@ -332,19 +337,6 @@ fn load_checkpoint(dir: &Path, opt: &mut AdamW) -> Result<TrainerState, TrainErr
     Ok(state)
 }
 
-fn master_tensors(opt: &AdamW, device: &Device) -> BTreeMap<String, Tensor<2>> {
-    opt.slots
-        .iter()
-        .map(|(k, s)| {
-            let dims = [s.shape[0], s.shape.get(1).copied().unwrap_or(1)];
-            (
-                k.clone(),
-                Tensor::from_data(TensorData::new(s.value.clone(), dims), device),
-            )
-        })
-        .collect()
-}
-
 struct Run<'s, 'a> {
     setup: &'s TrainSetup<'a>,
     adam: AdamWConfig,
@@ -359,7 +351,7 @@ impl Run<'_, '_> {
     fn save_checkpoint(
         &self,
         model: &CausalLm,
-        opt: &AdamW,
+        opt: &DeviceAdamW,
         state: &TrainerState,
     ) -> Result<PathBuf, TrainError> {
         let dir =
@@ -367,7 +359,7 @@ impl Run<'_, '_> {
         let tmp = AtomicDir::create(&dir)?;
         lora::save_peft(model, &self.setup.spec, &self.setup.base_model, tmp.path())?;
         let opath = tmp.path().join("optimizer.safetensors");
-        std::fs::write(&opath, optimizer_bytes(opt)?).map_err(io_err(&opath))?;
+        std::fs::write(&opath, optimizer_bytes(&opt.to_host()?)?).map_err(io_err(&opath))?;
         let spath = tmp.path().join("trainer_state.json");
         let json = serde_json::to_string_pretty(state).unwrap_or_default();
         std::fs::write(&spath, json).map_err(io_err(&spath))?;
@@ -398,18 +390,15 @@ impl Run<'_, '_> {
     fn eval_and_sample(
         &self,
         model: &mut CausalLm,
-        opt: &AdamW,
+        opt: &DeviceAdamW,
         step: u64,
         obs: &mut dyn Observer,
     ) -> Result<Option<f64>, TrainError> {
         let plain = self.setup.device.clone().inner();
-        lora::set_lora_params(model, &master_tensors(opt, &plain), &plain);
+        let values = opt.values();
+        lora::set_lora_params(model, &values, &plain);
         let out = self.eval_and_sample_inner(model, step, obs);
-        lora::set_lora_params(
-            model,
-            &master_tensors(opt, &self.ad_device),
-            &self.ad_device,
-        );
+        lora::set_lora_params(model, &values, &self.ad_device);
         out
     }
 
@@ -547,7 +536,6 @@ pub fn train(
             });
         }
         state.total_steps = total;
-        lora::set_lora_params(model, &master_tensors(&opt, &run.ad_device), &run.ad_device);
         // Drop metrics logged after the checkpoint (they will be redone).
         if let Ok(text) = std::fs::read_to_string(&run.metrics) {
             let kept: String = text
@@ -565,6 +553,11 @@ pub fn train(
         tracing::info!(checkpoint = %dir.display(), step = state.step, "resumed");
     } else {
         let _ = std::fs::remove_file(&run.metrics);
+    }
+    // From here on the optimizer state lives on the training device.
+    let mut opt = DeviceAdamW::from_host(&opt, &setup.device.clone().inner());
+    if resume_dir.is_some() {
+        lora::set_lora_params(model, &opt.values(), &run.ad_device);
     }
     let start = state.step;
     obs.on_start(start, total);
@@ -602,8 +595,8 @@ pub fn train(
             tracing::warn!(step = step + 1, "step has no trained tokens; skipped");
             continue;
         }
-        // Forward/backward every micro-batch; sum the gradients.
-        let mut grads: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+        // Forward/backward every micro-batch; sum the gradients (on the device).
+        let mut grads: BTreeMap<String, Tensor<2>> = BTreeMap::new();
         let mut loss_sum = 0.0f64;
         let mut tokens = 0usize;
         for (i, micro) in rows.iter().enumerate() {
@@ -619,30 +612,31 @@ pub fn train(
             loss_sum += f64::from(to_host("loss", loss)?[0]);
             for (name, param) in lora::lora_params(model) {
                 if let Some(gt) = param.grad(&g) {
-                    let v = to_host(&name, gt)?;
-                    match grads.get_mut(&name) {
-                        Some(acc) => acc.iter_mut().zip(v).for_each(|(a, b)| *a += b),
-                        None => {
-                            grads.insert(name, v);
-                        }
-                    }
+                    let gt = gt.inner();
+                    let sum = match grads.remove(&name) {
+                        Some(acc) => acc + gt,
+                        None => gt,
+                    };
+                    grads.insert(name, sum);
                 }
             }
         }
         if !loss_sum.is_finite() {
             return Err(non_finite(step + 1, "loss", loss_sum, &last_ckpt));
         }
-        let grad_norm = if cfg.max_grad_norm > 0.0 {
-            clip_grad_norm(&mut grads, cfg.max_grad_norm)
-        } else {
-            global_norm(&grads)
-        };
+        let grad_norm = device_global_norm(&grads)?;
         if !grad_norm.is_finite() {
             return Err(non_finite(step + 1, "gradient norm", grad_norm, &last_ckpt));
         }
+        let scale = if cfg.max_grad_norm > 0.0 {
+            clip_coefficient(grad_norm, cfg.max_grad_norm)
+        } else {
+            None
+        };
         let lr = run.schedule.lr(step);
-        opt.update(&run.adam, lr, &grads);
-        lora::set_lora_params(model, &master_tensors(&opt, &run.ad_device), &run.ad_device);
+        opt.update(&run.adam, lr, &grads, scale);
+        drop(grads);
+        lora::set_lora_params(model, &opt.values(), &run.ad_device);
         state.optimizer_step = opt.step;
         state.last_loss = Some(loss_sum);
         tokens_seen += tokens;
