@@ -30,6 +30,10 @@ SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=128256, tie_word_embeddings=True,
                  rope_theta=500000.0, head_dim=16),
+    # gradient checkpointing's memory on the CPU (benches/ckpt/run.sh)
+    "small-12l": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=12,
+                      num_attention_heads=8, num_key_value_heads=4, vocab_size=128256,
+                      tie_word_embeddings=True, rope_theta=500000.0, head_dim=32),
     "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                          num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                          tie_word_embeddings=False, rope_theta=500000.0, head_dim=128),

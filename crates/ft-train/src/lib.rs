@@ -9,6 +9,8 @@
 //! * [`adamw`]: `torch.optim.AdamW` and `clip_grad_norm_` on f32 master
 //!   copies of the adapter;
 //! * [`batches`]: the seeded row order, micro-batches and next-token targets;
+//! * [`recompute`]: one micro-batch's gradients, plain or with each decoder
+//!   layer recomputed in the backward pass (gradient checkpointing);
 //! * [`trainer`]: the loop, evaluation, checkpoints, resume, the PEFT
 //!   adapter, `metrics.jsonl` and `run_summary.json`;
 //! * [`plot`]: the loss/learning-rate SVG.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod fidelity;
 pub mod plot;
+pub mod recompute;
 pub mod schedule;
 pub mod trainer;
 

@@ -41,6 +41,7 @@ use crate::adamw::{AdamW, AdamWConfig, DeviceAdamW, clip_coefficient, device_glo
 use crate::batches::{Plan, as_sequences, targets, trained_tokens};
 use crate::config::{ResumeFrom, TrainConfig};
 use crate::error::TrainError;
+use crate::recompute::{micro_batch_grads, micro_batch_grads_recompute};
 use crate::schedule::Schedule;
 
 /// Version of the checkpoint layout.
@@ -463,13 +464,9 @@ pub fn train(
         seed: setup.seed,
     };
     let total = total_steps(cfg, &plan);
-    let ad_device = if cfg.gradient_checkpointing {
-        // burn's balanced strategy: activations of compute-bound ops are
-        // recomputed in the backward pass instead of kept.
-        setup.device.clone().autodiff().gradient_checkpointing()
-    } else {
-        setup.device.clone().autodiff()
-    };
+    // With `gradient_checkpointing`, each decoder layer is recomputed in the
+    // backward pass (recompute.rs), so the autodiff graph holds one layer.
+    let ad_device = setup.device.clone().autodiff();
     let dropout = lora::attach_lora(model, &setup.spec, setup.seed, &ad_device);
     let mut opt = AdamW::new(
         lora::lora_host(model).map_err(|message| TrainError::Readback {
@@ -603,22 +600,30 @@ pub fn train(
             run.dropout
                 .reseed(splitmix64(setup.seed ^ splitmix64((step << 16) | i as u64)));
             tokens += micro.iter().map(|r| r.ids.len()).sum::<usize>();
-            let Some((loss, _)) = micro_batch_loss(model, micro, setup.pad_id, &setup.device)
-            else {
+            let scale = 1.0 / n_trained as f32;
+            let micro_grads = if cfg.gradient_checkpointing {
+                micro_batch_grads_recompute(
+                    model,
+                    micro,
+                    setup.pad_id,
+                    &setup.device,
+                    &run.ad_device,
+                    &run.dropout,
+                    scale,
+                )?
+            } else {
+                micro_batch_grads(model, micro, setup.pad_id, &setup.device, scale)?
+            };
+            let Some((loss, micro_grads)) = micro_grads else {
                 continue;
             };
-            let loss = loss / n_trained as f32;
-            let g = loss.backward();
-            loss_sum += f64::from(to_host("loss", loss)?[0]);
-            for (name, param) in lora::lora_params(model) {
-                if let Some(gt) = param.grad(&g) {
-                    let gt = gt.inner();
-                    let sum = match grads.remove(&name) {
-                        Some(acc) => acc + gt,
-                        None => gt,
-                    };
-                    grads.insert(name, sum);
-                }
+            loss_sum += loss;
+            for (name, gt) in micro_grads {
+                let sum = match grads.remove(&name) {
+                    Some(acc) => acc + gt,
+                    None => gt,
+                };
+                grads.insert(name, sum);
             }
         }
         if !loss_sum.is_finite() {

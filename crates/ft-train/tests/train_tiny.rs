@@ -480,40 +480,90 @@ fn bf16_qlora_step_errors(device: &Device) -> Bf16StepErrors {
     e
 }
 
-/// Gradient checkpointing (burn's balanced strategy, `train.gradient_checkpointing`)
-/// on a QLoRA model: the NF4 linear and the fused loss keep their own
-/// backward state, and the loss and every LoRA gradient are those of the
-/// run without it.
+/// Gradient checkpointing (each decoder layer recomputed in the backward
+/// pass, `ft_train::recompute`) gives the loss and LoRA gradients of the
+/// plain backward: on the NF4 model, without and with LoRA dropout (the
+/// recomputation must draw the masks the first forward drew).
 #[test]
 fn qlora_gradient_checkpointing_changes_nothing() {
+    use ft_train::recompute::{micro_batch_grads, micro_batch_grads_recompute};
     let fx = Fixture::open();
     let device = Device::flex();
+    let ad = device.clone().autodiff();
     let rows = fixture_rows(&fx);
     let refs: Vec<&PackedRow> = rows.iter().collect();
-    let nf4 = || {
-        load_model(
-            &root().join("tests/fixtures/models/llama"),
-            &device,
-            Some(Nf4Load { double_quant: true }),
-        )
-        .unwrap()
-    };
-    let plain = with_peft_init_on(nf4(), &fx, &device.clone().autodiff());
-    let ckpt = with_peft_init_on(
-        nf4(),
-        &fx,
-        &device.clone().autodiff().gradient_checkpointing(),
-    );
-    let (loss_plain, grads_plain) = grads_of(&plain, &refs, &device);
-    let (loss_ckpt, grads_ckpt) = grads_of(&ckpt, &refs, &device);
-    assert!(
-        (loss_ckpt - loss_plain).abs() <= 1e-6 * loss_plain.abs(),
-        "loss {loss_ckpt} vs {loss_plain}"
-    );
-    assert_eq!(grads_ckpt.len(), 28);
-    for (k, g) in &grads_ckpt {
-        let e = rel_err(g, &grads_plain[k]);
-        assert!(e <= 1e-5, "{k}: rel err {e}");
+    for dropout in [0.0, 0.2] {
+        let model = || {
+            let mut m = load_model(
+                &root().join("tests/fixtures/models/llama"),
+                &device,
+                Some(Nf4Load { double_quant: true }),
+            )
+            .unwrap();
+            let state = lora::attach_lora(
+                &mut m,
+                &LoraSpec {
+                    dropout,
+                    ..spec_all7(4, 8.0)
+                },
+                7,
+                &ad,
+            );
+            // PEFT's B is zero: give it values so every gradient is non-trivial.
+            let init: BTreeMap<String, Tensor<2>> = lora::lora_params(&m)
+                .into_iter()
+                .map(|(k, t)| {
+                    let [r, c] = t.dims();
+                    let v: Vec<f32> = (0..r * c)
+                        .map(|i| ((i * 7919 + k.len() * 31) % 97) as f32 / 970.0 - 0.05)
+                        .collect();
+                    (k, Tensor::from_data(TensorData::new(v, [r, c]), &ad))
+                })
+                .collect();
+            lora::set_lora_params(&mut m, &init, &ad);
+            (m, state)
+        };
+        let (plain, state_plain) = model();
+        let (mut ckpt, state_ckpt) = model();
+        let n = 36.0f32; // any scale: both paths apply it
+        state_plain.reseed(11);
+        let (loss_plain, grads_plain) = micro_batch_grads(&plain, &refs, 0, &device, 1.0 / n)
+            .unwrap()
+            .unwrap();
+        state_ckpt.reseed(11);
+        let (loss_ckpt, grads_ckpt) =
+            micro_batch_grads_recompute(&mut ckpt, &refs, 0, &device, &ad, &state_ckpt, 1.0 / n)
+                .unwrap()
+                .unwrap();
+        assert!(
+            (loss_ckpt - loss_plain).abs() <= 1e-6 * loss_plain.abs(),
+            "dropout {dropout}: loss {loss_ckpt} vs {loss_plain}"
+        );
+        assert_eq!(
+            state_ckpt.draws(),
+            state_plain.draws(),
+            "dropout {dropout}: masks drawn"
+        );
+        assert_eq!(grads_ckpt.len(), 28);
+        assert_eq!(grads_plain.len(), 28);
+        for (k, g) in &grads_ckpt {
+            let g = to_host(k, g.clone()).unwrap();
+            let want = to_host(k, grads_plain[k].clone()).unwrap();
+            let e = rel_err(&g, &want);
+            assert!(e <= 1e-5, "dropout {dropout}, {k}: rel err {e}");
+        }
+        // The adapters are trainable leaves again, with unchanged values.
+        for ((k, a), (_, b)) in lora::lora_params(&ckpt)
+            .into_iter()
+            .zip(lora::lora_params(&plain))
+        {
+            assert!(a.is_require_grad(), "{k} left untrainable");
+            assert_eq!(
+                to_host(&k, a).unwrap(),
+                to_host(&k, b).unwrap(),
+                "{k} changed"
+            );
+        }
     }
 }
 

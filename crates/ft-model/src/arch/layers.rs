@@ -215,6 +215,17 @@ impl DropoutState {
     pub fn set_training(&self, on: bool) {
         self.training.store(on, Ordering::SeqCst);
     }
+
+    /// Masks drawn so far in this micro-batch's stream.
+    pub fn draws(&self) -> u64 {
+        self.draws.load(Ordering::SeqCst)
+    }
+
+    /// Rewinds (or advances) the stream to mask number `draws`, so that a
+    /// recomputed forward draws the masks the first forward drew.
+    pub fn set_draws(&self, draws: u64) {
+        self.draws.store(draws, Ordering::SeqCst);
+    }
 }
 
 impl Dropout {
