@@ -16,7 +16,7 @@
 # compilation/autotune log (where the first CUDA step's host time goes).
 # FT_STEPS (default 8) and FT_TIMEOUT (default 200 s) bound the ft run;
 # FT_AUTOTUNE sets cubecl's autotune level for it (default balanced), FT_DTYPE its
-# model.dtype (default auto = bf16 on CUDA); FT_ATTENTION_BLOCK_MIB (default 64) sizes
+# model.dtype (default auto = bf16 on CUDA); FT_ATTENTION_BLOCK_MIB (default 256) sizes
 # attention's row blocks (each block: ~4 f32 tensors of that size; fewer blocks, fewer launches);
 # FT_CUBLAS_ORDER=sync puts cuBLAS back on its own stream with two host syncs per product
 # (default `stream`: on cubecl's stream, no host sync).

@@ -256,15 +256,19 @@ fn masked_softmax<B: Backend>(scores: FloatTensor<B>, mask: BoolTensor<B>) -> Fl
 }
 
 /// Query rows per block so that one block's `[b, h, rows, t]` `f32` weights stay near
-/// `FT_ATTENTION_BLOCK_MIB` MiB (default 64). A block holds about four such tensors at its
-/// peak (scores, weights, `dP`, `dS`); on CUDA every block costs two host round trips per
-/// cuBLAS product, so fewer, larger blocks trade memory for fewer synchronizations.
+/// `FT_ATTENTION_BLOCK_MIB` MiB (default 256). A block holds about four such tensors at its
+/// peak (scores, weights, `dP`, `dS`), so the default costs about 1 GiB of transient memory.
+/// Every block is about eight launches forward and fifteen backward (products and
+/// elementwise kernels), each a few microseconds of host time: at the Llama-3.2-1B benchmark
+/// shape (4 × 2048 tokens, 32 heads) 64 MiB blocks meant ~16,000 launches per step with
+/// layer recomputation, enough for the host to fall behind a large GPU; 256 MiB blocks need
+/// a quarter of them.
 pub fn default_block(batch: usize, heads: usize, keys: usize) -> usize {
     let mib = std::env::var("FT_ATTENTION_BLOCK_MIB")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&m| m > 0)
-        .unwrap_or(64);
+        .unwrap_or(256);
     let budget = (mib << 20) / size_of::<f32>();
     (budget / (batch * heads * keys).max(1)).max(1)
 }
