@@ -165,14 +165,7 @@ fn upload(shape: &[usize], values: &[f32], device: &Device) -> Tensor<2> {
 }
 
 fn download(name: &str, t: &Tensor<2>) -> Result<Vec<f32>, TrainError> {
-    t.clone()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| TrainError::Readback {
-            name: name.to_string(),
-            message: format!("{e:?}"),
-        })
+    crate::trainer::to_host(name, t.clone())
 }
 
 impl DeviceAdamW {
@@ -273,15 +266,7 @@ pub fn device_global_norm(grads: &BTreeMap<String, Tensor<2>>) -> Result<f64, Tr
     if sums.is_empty() {
         return Ok(0.0);
     }
-    let all = Tensor::cat(sums, 0);
-    let host = all
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| TrainError::Readback {
-            name: "gradient norm".into(),
-            message: format!("{e:?}"),
-        })?;
+    let host = crate::trainer::to_host("gradient norm", Tensor::cat(sums, 0))?;
     Ok(host.iter().map(|&x| f64::from(x)).sum::<f64>().sqrt())
 }
 
@@ -308,13 +293,8 @@ mod tests {
             .collect()
     }
 
-    /// `torch.optim.AdamW` with the cosine schedule, with and without
-    /// clipping (tests/fixtures/gen/train_reference.py).
-    #[test]
-    fn matches_torch_adamw() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/train/");
-        let bytes = std::fs::read(format!("{dir}adamw.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
+    /// The hyperparameters and schedule of `tests/fixtures/gen/train_reference.py`'s AdamW run.
+    fn torch_setup() -> (AdamWConfig, Schedule) {
         let cfg = AdamWConfig {
             beta1: 0.9,
             beta2: 0.999,
@@ -328,6 +308,17 @@ mod tests {
             total: 5,
             min_lr_ratio: 0.0,
         };
+        (cfg, sched)
+    }
+
+    /// `torch.optim.AdamW` with the cosine schedule, with and without
+    /// clipping (tests/fixtures/gen/train_reference.py).
+    #[test]
+    fn matches_torch_adamw() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/train/");
+        let bytes = std::fs::read(format!("{dir}adamw.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (cfg, sched) = torch_setup();
         for clip in [false, true] {
             let params = (0..3)
                 .map(|i| (i.to_string(), (vec![], f32s(&st, &format!("p0.{i}")))))
@@ -369,19 +360,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/train/");
         let bytes = std::fs::read(format!("{dir}adamw.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        let cfg = AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        };
-        let sched = Schedule {
-            kind: LrScheduler::Cosine,
-            base_lr: 0.01,
-            warmup: 2,
-            total: 5,
-            min_lr_ratio: 0.0,
-        };
+        let (cfg, sched) = torch_setup();
         for clip in [false, true] {
             let params = (0..3)
                 .map(|i| {

@@ -21,15 +21,14 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
+use ft_model::CausalLm;
 use ft_model::arch::layers::{DropoutState, packed_causal_mask};
 use ft_model::lora::{self, PEFT_PREFIX};
-use ft_model::{CausalLm, PackedBatch, heads};
 use ft_tokenize::PackedRow;
 
-use crate::batches::{as_sequences, targets};
 use crate::error::TrainError;
-use crate::trainer::{micro_batch_loss, to_host};
+use crate::trainer::{micro_batch_loss, nll_of_hidden, prepare, to_host};
 
 /// One micro-batch's contribution: `scale` × its summed loss (read back),
 /// and the gradient of that for every adapter parameter that has one (on
@@ -95,14 +94,10 @@ pub fn micro_batch_grads_recompute(
     let Some(groups) = by_layer(&names, model.model.layers.len()) else {
         return micro_batch_grads(model, rows, pad_id, device, scale);
     };
-    let seqs = as_sequences(rows);
-    let batch = PackedBatch::from_rows(&seqs, pad_id, device);
-    let [b, w] = batch.dims();
-    let t = targets(rows, w);
-    let n = t.tokens.len();
-    if n == 0 {
+    let Some(p) = prepare(rows, pad_id, device) else {
         return Ok(None);
-    }
+    };
+    let batch = &p.batch;
 
     // 1. Forward without a graph: adapters as plain tensors, layer inputs kept.
     lora::set_lora_params(model, &values, device);
@@ -120,15 +115,7 @@ pub fn micro_batch_grads_recompute(
 
     // 2. The head and the loss with a graph rooted at the last hidden state.
     let top = h.autodiff().require_grad();
-    let hidden = top.dims()[2];
-    let normed = model
-        .model
-        .norm
-        .forward(top.clone())
-        .reshape([b * w, hidden]);
-    let pos = Tensor::<1, Int>::from_data(TensorData::new(t.positions, [n]), device);
-    let tok = Tensor::<1, Int>::from_data(TensorData::new(t.tokens, [n]), device);
-    let loss = heads::lm_nll_sum(model, normed.select(0, pos), tok) * scale;
+    let loss = nll_of_hidden(model, model.model.norm.forward(top.clone()), &p) * scale;
     let head_grads = loss.backward();
     let value = f64::from(to_host("loss", loss)?[0]);
     let mut g = top

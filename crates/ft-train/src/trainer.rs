@@ -198,6 +198,39 @@ pub fn to_host<const D: usize>(name: &str, t: Tensor<D>) -> Result<Vec<f32>, Tra
         })
 }
 
+/// A micro-batch as the model takes it, with the positions whose next token
+/// is trained and those tokens.
+pub(crate) struct Prepared {
+    pub(crate) batch: PackedBatch,
+    positions: Tensor<1, Int>,
+    tokens: Tensor<1, Int>,
+    /// Trained positions.
+    pub(crate) n: usize,
+}
+
+/// [`Prepared`] for `rows`; `None` when no position is trained.
+pub(crate) fn prepare(rows: &[&PackedRow], pad_id: u32, device: &Device) -> Option<Prepared> {
+    let seqs = as_sequences(rows);
+    let batch = PackedBatch::from_rows(&seqs, pad_id, device);
+    let [_, w] = batch.dims();
+    let t = targets(rows, w);
+    let n = t.tokens.len();
+    (n > 0).then(|| Prepared {
+        batch,
+        positions: Tensor::<1, Int>::from_data(TensorData::new(t.positions, [n]), device),
+        tokens: Tensor::<1, Int>::from_data(TensorData::new(t.tokens, [n]), device),
+        n,
+    })
+}
+
+/// The summed next-token cross-entropy of `p`'s trained positions given the
+/// final-normed hidden states `h` (`[batch, seq, hidden]`).
+pub(crate) fn nll_of_hidden(model: &CausalLm, h: Tensor<3>, p: &Prepared) -> Tensor<1> {
+    let [b, w, hidden] = h.dims();
+    let h = h.reshape([b * w, hidden]);
+    heads::lm_nll_sum(model, h.select(0, p.positions.clone()), p.tokens.clone())
+}
+
 /// Sum of the next-token cross-entropy over the trained positions of one
 /// micro-batch (a scalar tensor in the autodiff graph), and how many
 /// positions it covers.
@@ -207,21 +240,9 @@ pub fn micro_batch_loss(
     pad_id: u32,
     device: &Device,
 ) -> Option<(Tensor<1>, usize)> {
-    let seqs = as_sequences(rows);
-    let batch = PackedBatch::from_rows(&seqs, pad_id, device);
-    let [b, w] = batch.dims();
-    let t = targets(rows, w);
-    let n = t.tokens.len();
-    if n == 0 {
-        return None;
-    }
-    let h = heads::final_hidden(model, &batch);
-    let hidden = h.dims()[2];
-    let h = h.reshape([b * w, hidden]);
-    let pos = Tensor::<1, Int>::from_data(TensorData::new(t.positions, [n]), device);
-    let tok = Tensor::<1, Int>::from_data(TensorData::new(t.tokens, [n]), device);
-    let loss = heads::lm_nll_sum(model, h.select(0, pos), tok);
-    Some((loss, n))
+    let p = prepare(rows, pad_id, device)?;
+    let h = heads::final_hidden(model, &p.batch);
+    Some((nll_of_hidden(model, h, &p), p.n))
 }
 
 /// Mean loss per trained token over `rows` (no gradients kept).
