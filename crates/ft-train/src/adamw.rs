@@ -29,6 +29,44 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// The scalars of update number `step` (from 1), in f32 as torch's
+/// single-tensor AdamW applies them; shared by [`AdamW`] and [`DeviceAdamW`]
+/// so the two compute the same update.
+struct Coefficients {
+    /// `lr / (1 - β₁ᵗ)`.
+    step_size: f32,
+    /// `√(1 - β₂ᵗ)`.
+    bc2_sqrt: f32,
+    /// `1 - lr · weight_decay`.
+    decay: f32,
+    /// β₂.
+    b2: f32,
+    /// ε.
+    eps: f32,
+    /// `1 - β₁` (the `lerp` weight of the first moment).
+    w1: f32,
+    /// `1 - β₂`.
+    w2: f32,
+}
+
+impl Coefficients {
+    fn new(cfg: &AdamWConfig, lr: f64, step: u64) -> Self {
+        let t = i32::try_from(step).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - cfg.beta1.powi(t);
+        let bc2 = 1.0 - cfg.beta2.powi(t);
+        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
+        Self {
+            step_size: (lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            decay: (1.0 - lr * cfg.weight_decay) as f32,
+            b2,
+            eps: cfg.eps as f32,
+            w1: 1.0 - b1,
+            w2: 1.0 - b2,
+        }
+    }
+}
+
 /// One parameter's master value and moments.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Slot {
@@ -76,15 +114,15 @@ impl AdamW {
     /// parameter without a gradient is skipped, as torch skips `grad=None`).
     pub fn update(&mut self, cfg: &AdamWConfig, lr: f64, grads: &BTreeMap<String, Vec<f32>>) {
         self.step += 1;
-        let t = self.step as i32;
-        let bc1 = 1.0 - cfg.beta1.powi(t);
-        let bc2 = 1.0 - cfg.beta2.powi(t);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = (1.0 - lr * cfg.weight_decay) as f32;
-        let (b1, b2, eps) = (cfg.beta1 as f32, cfg.beta2 as f32, cfg.eps as f32);
-        let w1 = 1.0 - b1;
-        let w2 = 1.0 - b2;
+        let Coefficients {
+            step_size,
+            bc2_sqrt,
+            decay,
+            b2,
+            eps,
+            w1,
+            w2,
+        } = Coefficients::new(cfg, lr, self.step);
         for (name, slot) in &mut self.slots {
             let Some(g) = grads.get(name) else { continue };
             let Slot {
@@ -230,14 +268,15 @@ impl DeviceAdamW {
         grad_scale: Option<f32>,
     ) {
         self.step += 1;
-        let t = self.step as i32;
-        let bc1 = 1.0 - cfg.beta1.powi(t);
-        let bc2 = 1.0 - cfg.beta2.powi(t);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = (1.0 - lr * cfg.weight_decay) as f32;
-        let (b1, b2, eps) = (cfg.beta1 as f32, cfg.beta2 as f32, cfg.eps as f32);
-        let (w1, w2) = (1.0 - b1, 1.0 - b2);
+        let Coefficients {
+            step_size,
+            bc2_sqrt,
+            decay,
+            b2,
+            eps,
+            w1,
+            w2,
+        } = Coefficients::new(cfg, lr, self.step);
         for (name, slot) in &mut self.slots {
             let Some(g) = grads.get(name) else { continue };
             let g = match grad_scale {
